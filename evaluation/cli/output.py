@@ -1,0 +1,48 @@
+"""Machine-readable output shared by every command (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+
+
+def to_jsonable(obj):
+    """Convert numpy/pandas scalars, NaN (-> null), dates and paths to JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, (datetime, date)):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is not None and not isinstance(obj, (str, int, bool)):
+        try:
+            import pandas as pd
+
+            if obj is pd.NA or obj is pd.NaT:
+                return None
+        except ImportError:  # pragma: no cover
+            pass
+    return obj
+
+
+def dumps(obj) -> str:
+    """Deterministic JSON text (sorted keys, 2-space indent, trailing newline)."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def emit_json(obj, stream=None) -> None:
+    (stream or sys.stdout).write(dumps(obj))
