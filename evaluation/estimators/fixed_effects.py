@@ -586,7 +586,7 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
             K = nparams - sum(s - 1 for s, nst in zip(fe_sizes.values(), nested) if nst)
         K = max(K, k + 1) if any(nested) else K
     if n - (nparams if vcov in ("iid", "panelols") else K) <= 0:
-        raise InputError(problem(f"more observations than parameters ({n} observations, "
+        raise InputError(problem(f"more observations than parameters (there are {n} observations and "
                                  f"{nparams} parameters including fixed effects)", value=formula))
 
     # variance
