@@ -89,6 +89,7 @@ class _Prepared:
     treat: np.ndarray  # int8 0/1
     ids: np.ndarray  # object array of unit identifiers
     design: Design
+    balance_design: Design  # covariates, then exact-matching columns not among them (MatchIt's X)
     strata: np.ndarray | None  # int codes of the exact-matching cells
     strata_labels: list[str] | None
 
@@ -273,6 +274,8 @@ def _prepare(data, treatment, covariates, id, exact, source, row_numbers) -> _Pr
         raise InputError(problem("no control units (value 0); there is nothing to match to",
                                  file=source, column=treatment))
     design = design_matrix(data, covariates)
+    extra = [c for c in exact_cols if c not in covariates]
+    balance_design = design_matrix(data, covariates + extra) if extra else design
     strata = labels = None
     if exact_cols:
         keys = data[exact_cols].astype("string")
@@ -280,7 +283,7 @@ def _prepare(data, treatment, covariates, id, exact, source, row_numbers) -> _Pr
         first = pd.Series(np.arange(len(codes))).groupby(codes).first()
         labels = [", ".join(f"{c}={keys.iloc[i][c]}" for c in exact_cols) for i in first.to_numpy()]
         strata = codes
-    return _Prepared(treat, ids, design, strata, labels)
+    return _Prepared(treat, ids, design, balance_design, strata, labels)
 
 
 # --------------------------------------------------------------------------- distances
@@ -424,7 +427,8 @@ def _find_right(parent: list, i: int, n: int) -> int:
     return root
 
 
-def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper) -> np.ndarray:
+def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper,
+                 cal_covs=None, cal_widths=None) -> np.ndarray:
     """Greedy nearest-neighbour matching on a scalar distance: MatchIt's ``nn_matchC_vec``.
 
     Units are sorted by distance (stable: ties keep data order). In round r = 1..ratio
@@ -432,8 +436,10 @@ def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper) -> 
     or right in that ordering; if both are equally close the one to the left (lower
     score) wins. A control beyond the caliper on one side ends the search on that side.
     Without replacement a control is used once; with replacement a treated unit never
-    takes the same control twice. Returns an (n1, ratio) array of unit indices (-1:
-    no match), rows in the data order of the treated units.
+    takes the same control twice. A control outside a covariate caliper
+    (``cal_covs``/``cal_widths``) is skipped and the search goes on past it, as in
+    MatchIt. Returns an (n1, ratio) array of unit indices (-1: no match), rows in the
+    data order of the treated units.
     """
     n = len(distance)
     d_ord = np.argsort(distance, kind="stable")
@@ -450,6 +456,11 @@ def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper) -> 
     mm = np.full((len(treated_units), ratio), -1, dtype=np.int64)
     rows: list[list[int]] = [[] for _ in treated_units]
     cal = math.inf if caliper is None else caliper
+    cc = None if cal_covs is None else cal_covs[d_ord]
+
+    def fails(k: int, p: int) -> bool:
+        return cc is not None and bool(np.any(np.abs(cc[k] - cc[p]) > cal_widths))
+
     for r in range(ratio):
         for j in order:
             if n_avail == 0:
@@ -460,15 +471,21 @@ def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper) -> 
             dti = ds[p]
             taken = rows[j]
             kl = _find_left(left, p - 1)
-            while kl >= 0 and kl in taken:
-                kl = _find_left(left, kl - 1)
-            if kl >= 0 and abs(dti - ds[kl]) > cal:
-                kl = -1
+            while kl >= 0:
+                if abs(dti - ds[kl]) > cal:
+                    kl = -1
+                elif kl in taken or fails(kl, p):
+                    kl = _find_left(left, kl - 1)
+                    continue
+                break
             kr = _find_right(right, p + 1, n)
-            while kr < n and kr in taken:
-                kr = _find_right(right, kr + 1, n)
-            if kr < n and abs(ds[kr] - dti) > cal:
-                kr = n
+            while kr < n:
+                if abs(ds[kr] - dti) > cal:
+                    kr = n
+                elif kr in taken or fails(kr, p):
+                    kr = _find_right(right, kr + 1, n)
+                    continue
+                break
             if kl >= 0 and kr < n:
                 k = kl if abs(ds[kl] - dti) <= abs(ds[kr] - dti) else kr
             elif kl >= 0:
@@ -486,14 +503,16 @@ def _nn_on_score(distance, treat, order, ratio, discarded, replace, caliper) -> 
     return mm
 
 
-def _nn_on_coordinates(coords, treat, order, ratio, discarded, replace) -> np.ndarray:
+def _nn_on_coordinates(coords, treat, order, ratio, discarded, replace,
+                       cal_covs=None, cal_widths=None) -> np.ndarray:
     """Greedy nearest-neighbour matching on Euclidean distance between coordinates.
 
     MatchIt's ``nn_matchC`` for Mahalanobis matching: in round r = 1..ratio each
     treated unit, in ``order``, takes the closest control still available (with
     replacement: the ``ratio`` closest distinct controls). Exact ties go to the
-    control earliest in the data. Candidate lists are computed in blocks and
-    recomputed for a unit only when its list is used up, so large pools stay fast.
+    control earliest in the data. Controls outside a covariate caliper are never
+    taken. Candidate lists are computed in blocks and recomputed for a unit only when
+    its list is used up, so large pools stay fast.
     """
     treated_units = np.flatnonzero(treat == 1)
     controls = np.flatnonzero((treat == 0) & ~discarded)
@@ -505,36 +524,49 @@ def _nn_on_coordinates(coords, treat, order, ratio, discarded, replace) -> np.nd
         return mm
     A = coords[treated_units[active]]
     B = coords[controls]
-    if replace:
+    ccB = None if cal_covs is None else cal_covs[controls]
+    ccA = None if cal_covs is None else cal_covs[treated_units[active]]
+
+    def allowed(a: int, c: np.ndarray) -> np.ndarray:
+        if ccB is None:
+            return np.ones(len(c), dtype=bool)
+        return np.all(np.abs(ccB[c] - ccA[a]) <= cal_widths, axis=1)
+
+    if replace and ccB is None:
         idx, _ = _k_nearest(A, B, ratio)
         mm[active, :idx.shape[1]] = controls[idx]
+        return mm
+    if replace:
+        for a, j in enumerate(active.tolist()):
+            d = _sq_dists(A[a:a + 1], B)[0]
+            d[~allowed(a, np.arange(len(controls)))] = np.inf
+            o = np.lexsort((np.arange(len(d)), d))[:ratio]
+            o = o[np.isfinite(d[o])]
+            mm[j, :len(o)] = controls[o]
         return mm
     depth = min(len(controls), max(4 * ratio, 32))
     cand, cdist = _k_nearest(A, B, depth)
     used = np.zeros(len(controls), dtype=bool)
     n_left = len(controls)
-    pointer = np.zeros(len(active), dtype=np.int64)
     for r in range(ratio):
         for a, j in enumerate(active.tolist()):
             if n_left == 0:
                 break
             row_c, row_d = cand[a], cdist[a]
-            p = int(pointer[a])
-            while p < len(row_c) and used[row_c[p]]:
-                p += 1
-            pointer[a] = p
-            exhausted = p >= len(row_c)
-            boundary = (not exhausted) and len(row_c) < len(controls) and row_d[p] >= row_d[-1]
+            ok = ~used[row_c] & allowed(a, row_c)
+            hits = np.flatnonzero(ok)
+            exhausted = len(hits) == 0
+            boundary = (not exhausted) and len(row_c) < len(controls) and row_d[hits[0]] >= row_d[-1]
             if exhausted or boundary:
                 if len(row_c) == len(controls):
                     continue
                 d = _sq_dists(A[a:a + 1], B)[0]
-                d[used] = np.inf
+                d[used | ~allowed(a, np.arange(len(controls)))] = np.inf
                 c = int(np.argmin(d))
                 if not np.isfinite(d[c]):
                     continue
             else:
-                c = int(row_c[p])
+                c = int(row_c[hits[0]])
             used[c] = True
             n_left -= 1
             mm[j, r] = controls[c]
@@ -800,8 +832,8 @@ class MatchResult:
     ratio: int
     replace: bool
     m_order: str
-    caliper: float | None = None
-    caliper_width: float | None = None
+    caliper: dict[str, float] | None = None  # requested, in SDs ("distance" = propensity score)
+    caliper_width: dict[str, float] | None = None  # the same in raw units
     exact: list[str] = field(default_factory=list)
     discard: str = "none"
     outside_support: np.ndarray | None = None
@@ -948,6 +980,32 @@ def _format_table(table: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- public matchers
 
 
+def _caliper_items(caliper) -> list[tuple[str, object]]:
+    if caliper is None:
+        return []
+    if isinstance(caliper, dict):
+        return [(str(k), v) for k, v in caliper.items()]
+    return [("distance", caliper)]
+
+
+def _caliper_columns(data, caliper, source) -> list[str]:
+    """Validate the covariate calipers: numeric, non-binary, complete columns (MatchIt
+    forbids calipers on binary, factor and character variables)."""
+    names = [k for k, _ in _caliper_items(caliper) if k != "distance"]
+    problems = _check_columns(data, names, "caliper", source)
+    if problems:
+        raise InputError(problems, summary="cannot match: caliper")
+    for name in names:
+        s = data[name]
+        if not _is_numeric(s) or pd.api.types.is_bool_dtype(s) or s.nunique(dropna=True) <= 2:
+            problems.append(problem("a caliper needs a numeric covariate with more than two values "
+                                    "(MatchIt: no calipers on binary or categorical variables)",
+                                    file=source, column=name))
+    if problems:
+        raise InputError(problems, summary="cannot match: caliper")
+    return names
+
+
 def _check_options(distance, ratio, caliper, discard, m_order, replace) -> None:
     problems = []
     if distance not in DISTANCES:
@@ -956,16 +1014,17 @@ def _check_options(distance, ratio, caliper, discard, m_order, replace) -> None:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) or ratio < 1:
         problems.append(problem("ratio must be a whole number of controls per treated unit, 1 or more",
                                 value=ratio))
-    if caliper is not None:
-        ok = isinstance(caliper, (int, float, np.number)) and not isinstance(caliper, bool) \
-            and math.isfinite(float(caliper)) and float(caliper) > 0
+    for name, value in _caliper_items(caliper):
+        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) \
+            and math.isfinite(float(value)) and float(value) > 0
+        what = "the propensity score" if name == "distance" else f"column {name!r}"
         if not ok:
-            problems.append(problem("caliper must be a positive number of standard deviations of the "
-                                    "propensity score", value=caliper))
-        elif distance == "mahalanobis":
-            problems.append(problem("a caliper applies to the propensity score (MatchIt: a caliper on "
-                                    "the distance is not allowed with distance = 'mahalanobis'); use "
-                                    "distance 'logit' or drop the caliper", value=caliper))
+            problems.append(problem(f"caliper must be a positive number of standard deviations of {what}",
+                                    column=None if name == "distance" else name, value=value))
+        elif name == "distance" and distance == "mahalanobis":
+            problems.append(problem("a caliper on the distance needs a propensity score (MatchIt: not "
+                                    "allowed with distance = 'mahalanobis'); use distance 'logit' or a "
+                                    "caliper on named covariates", value=value))
     if discard not in DISCARD_OPTIONS:
         problems.append(problem(f"discard must be one of {', '.join(DISCARD_OPTIONS)}", value=discard))
     elif discard != "none" and distance == "mahalanobis":
@@ -982,7 +1041,8 @@ def _check_options(distance, ratio, caliper, discard, m_order, replace) -> None:
 def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
           id: str | None = None, exact: str | Sequence[str] | None = None,
           distance: str = "logit", ratio: int = 1, replace: bool = False,
-          caliper: float | None = None, m_order: str | None = None,
+          caliper: float | dict[str, float] | None = None, std_caliper: bool = True,
+          m_order: str | None = None,
           discard: str = "none", source: str | None = None,
           row_numbers: Sequence[int] | None = None) -> MatchResult:
     """Greedy nearest-neighbour matching with MatchIt's conventions (``method = "nearest"``).
@@ -1008,7 +1068,11 @@ def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
     caliper : maximum propensity-score difference in standard deviations of the
         score, the SD taken over all non-discarded units of both groups
         (``sd(distance[!discarded])``, MatchIt ``std.caliper = TRUE``). Treated
-        units with no control within the caliper stay unmatched.
+        units with no control within the caliper stay unmatched. A dict gives
+        calipers on named numeric columns too, ``{"distance": 0.2, "re74": 0.2}``,
+        each in SDs of that column over the non-discarded units (MatchIt's named
+        ``caliper``).
+    std_caliper : False to read caliper widths in raw units instead of SDs.
     m_order : order in which treated units choose: ``"largest"`` propensity score
         first (MatchIt's default for a propensity score), ``"smallest"`` or
         ``"data"`` (the default, and the only order, for Mahalanobis). With
@@ -1029,6 +1093,13 @@ def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
     _check_options(distance, ratio, caliper, discard, m_order, replace)
     ratio = int(ratio)
     prep = _prepare(data, treatment, covariates, id, exact, source, row_numbers)
+    cal_names = _caliper_columns(data, caliper, source)
+    if cal_names:
+        rows = _row_numbers(data, row_numbers)
+        missing = [problem("missing value in a caliper column", file=source, row=int(r), column=c, value=None)
+                   for c in cal_names for r in rows[data[c].isna().to_numpy()]]
+        if missing:
+            raise InputError(missing, summary="cannot match: caliper")
     treat = prep.treat
     n = len(treat)
     notes: list[str] = []
@@ -1046,9 +1117,16 @@ def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
     else:
         m_order_used = m_order
 
-    width = None
-    if caliper is not None:
-        width = float(caliper) * float(np.std(ps[~discarded], ddof=1))
+    calipers = {k: float(v) for k, v in _caliper_items(caliper)}
+    widths = {}
+    for name, value in calipers.items():
+        x = ps if name == "distance" else data[name].to_numpy(dtype=float)
+        widths[name] = value * float(np.std(x[~discarded], ddof=1)) if std_caliper else value
+    width = widths.get("distance")
+    cal_covs = cal_w = None
+    if cal_names:
+        cal_covs = np.column_stack([data[c].to_numpy(dtype=float) for c in cal_names])
+        cal_w = np.array([widths[c] for c in cal_names])
 
     coords = None
     if distance == "mahalanobis":
@@ -1068,9 +1146,11 @@ def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
         rank[order] = np.arange(n1)
         local_order = np.argsort(rank[global_rows], kind="stable").tolist()
         if distance == "logit":
-            sub = _nn_on_score(ps[units], t, local_order, ratio, discarded[units], replace, width)
+            sub = _nn_on_score(ps[units], t, local_order, ratio, discarded[units], replace, width,
+                               None if cal_covs is None else cal_covs[units], cal_w)
         else:
-            sub = _nn_on_coordinates(coords[units], t, local_order, ratio, discarded[units], replace)
+            sub = _nn_on_coordinates(coords[units], t, local_order, ratio, discarded[units], replace,
+                                     None if cal_covs is None else cal_covs[units], cal_w)
         out = np.where(sub >= 0, units[np.maximum(sub, 0)], -1)
         mm[global_rows] = out
         return out
@@ -1110,8 +1190,8 @@ def match(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
         outside = (treat == 1) & ((ps < d0.min()) | (ps > d0.max()))
 
     return _finish("nearest", distance, treatment, covariates, prep, ps, weights, subclass, mm,
-                   pair_d, discarded, ratio, replace, m_order, caliper, width, exact, discard,
-                   outside, notes)
+                   pair_d, discarded, ratio, replace, m_order, calipers or None, widths or None,
+                   exact, discard, outside, notes)
 
 
 def _pair_distances(mm, treated_units, ps, coords) -> np.ndarray:
@@ -1128,7 +1208,7 @@ def _pair_distances(mm, treated_units, ps, coords) -> np.ndarray:
 
 def _finish(method, distance, treatment, covariates, prep, ps, weights, subclass, mm, pair_d,
             discarded, ratio, replace, m_order, caliper, width, exact, discard, outside, notes):
-    X, names = prep.design.X, list(prep.design.columns)
+    X, names = prep.balance_design.X, list(prep.balance_design.columns)
     if ps is not None:
         X = np.column_stack([ps, X])
         names = ["distance"] + names
@@ -1140,8 +1220,8 @@ def _finish(method, distance, treatment, covariates, prep, ps, weights, subclass
     covs = [covariates] if isinstance(covariates, str) else list(covariates)
     return MatchResult(method, distance, treatment, covs, prep.ids, prep.treat.astype(np.int64), ps,
                        weights, subclass, mm, pair_d, discarded, bal_all, bal_matched, counts,
-                       ratio, bool(replace), m_order, None if caliper is None else float(caliper),
-                       width, exact_list, discard, outside, notes)
+                       ratio, bool(replace), m_order, caliper, width, exact_list, discard,
+                       outside, notes)
 
 
 def family_of_schools(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
