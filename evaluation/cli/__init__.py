@@ -19,6 +19,7 @@ from evaluation.errors import InputError
 
 COMMAND_MODULES = [
     "evaluation.cli.data_cmd",
+    "evaluation.cli.match_cmd",
 ]
 
 
