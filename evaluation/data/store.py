@@ -145,8 +145,12 @@ class Store:
         self.write_tables([validated], append=append, interrupt_hook=interrupt_hook)
         return validated
 
-    def write_tables(self, tables: list[ValidatedTable], append: bool = False, interrupt_hook=None) -> None:
-        """Write validated tables in one transaction (all or nothing)."""
+    def write_tables(self, tables: list[ValidatedTable], append: bool = False, interrupt_hook=None,
+                     extra: Mapping[str, pd.DataFrame] | None = None) -> None:
+        """Write validated tables in one transaction (all or nothing).
+
+        ``extra`` holds derived tables outside the input schemas (e.g. the synthetic
+        panel's truth tables); each replaces any table of the same name."""
         if append:
             self._check_append_keys(tables)
         self._check_dependents(tables, append)
@@ -160,6 +164,10 @@ class Store:
                     self._write_one(con, vt, append, next_id + offset)
                     if interrupt_hook is not None:
                         interrupt_hook(vt.name)
+                for name, frame in (extra or {}).items():
+                    con.register("incoming_extra", frame)
+                    con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming_extra')
+                    con.unregister("incoming_extra")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -230,18 +238,42 @@ class Store:
                                 f"no {parent} row (e.g. {spec.name} {orphans[0]}): import a {parent} file that "
                                 f"includes them, or re-import {child} too", file=label, column=ref_col))
 
+    def read_extra(self, name: str) -> pd.DataFrame:
+        """A derived table written through ``extra`` (e.g. ``truth_effects``)."""
+        if name not in self.tables():
+            raise InputError(problem(f"the store has no table {name!r}", file=str(self.path)))
+        with self._connect(write=False) as con:
+            return con.execute(f'SELECT * FROM "{name}"').fetchdf()
+
+    def fingerprint(self) -> str:
+        """SHA-256 over the canonical CSV text of every input table (sorted by key).
+
+        Equal fingerprints mean equal data, whatever file or store they came from."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in TABLE_ORDER:
+            if name not in self.tables():
+                continue
+            frame = self.read_table(name)
+            digest.update(name.encode() + b"\n")
+            digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
+        return digest.hexdigest()
+
     # ----------------------------------------------------------------- describing
     def info(self) -> list[TableInfoRow]:
         present = self.tables()
         imports = self.read_imports()
         rows = []
         with self._connect(write=False) as con:
-            for name in [t for t in TABLE_ORDER if t in present] + ["missing_values"]:
+            derived = sorted(t for t in present if t not in TABLE_ORDER and t not in ("imports", "missing_values"))
+            for name in [t for t in TABLE_ORDER if t in present] + ["missing_values"] + derived:
                 if name not in present:
                     continue
                 n = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]
                 first = last = None
-                if name in ("school_years", "pupils"):
+                if name in ("school_years", "pupils") or name in derived and "year" in [
+                        r[0] for r in con.execute(f'DESCRIBE "{name}"').fetchall()]:
                     first, last = con.execute(f'SELECT min("year"), max("year") FROM "{name}"').fetchone()
                 sources = []
                 if len(imports):
