@@ -108,3 +108,12 @@ def test_sunab_last_treated_control(stagg):
         sun_abraham(no_never, y="y", unit="id", time="year", cohort="year_treated")
     ok = sun_abraham(no_never, y="y", unit="id", time="year", cohort="year_treated", control="last")
     assert ok.overall is not None
+
+
+def test_sunab_constant_weights_change_nothing(stagg):
+    base = sun_abraham(stagg, y="y", unit="id", time="year", cohort="year_treated", control="last")
+    w = sun_abraham(stagg.assign(w=2.0), y="y", unit="id", time="year", cohort="year_treated",
+                    control="last", weights="w")
+    np.testing.assert_allclose(w.event_time.estimate, base.event_time.estimate, atol=1e-10)
+    np.testing.assert_allclose(w.event_time.se, base.event_time.se, rtol=1e-9)
+    assert abs(w.overall.estimate - base.overall.estimate) < 1e-10

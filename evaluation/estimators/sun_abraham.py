@@ -17,7 +17,7 @@ import pandas as pd
 
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import Estimate, EstimatorResult, estimate_table
-from evaluation.estimators.twfe import _base_columns, _cohorts, _regress, _require
+from evaluation.estimators.twfe import _base_columns, _cohorts, _fit_panel, _require
 
 __all__ = ["sun_abraham"]
 
@@ -85,20 +85,13 @@ def sun_abraham(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: st
     names = [f"g={gg:g}:e={ee:g}" for gg, ee in zip(cells.g, cells.e)]
     for j, name in enumerate(names):
         cols[name] = (cell_id == j).astype(float)
-    cols[unit] = codes
-    cols[time] = t
-    cluster_col = cluster or unit
-    if cluster_col not in cols:
-        cols[cluster_col] = panel[cluster_col].to_numpy()
-    if not keep.all():
-        cols = {k: v[keep] for k, v in cols.items()}
-    res = _regress(cols, y, [*names, *covariates], [unit, time], cluster=cluster_col,
-                   weights=weights, vcov=vcov)
+    res = _fit_panel(panel, cols, keep, y=y, unit=unit, time=time, codes=codes, t=t,
+                     regressors=[*names, *covariates], cluster=cluster, weights=weights, vcov=vcov)
 
     # aggregation weights: observations (or weight sums) per cell in the estimation sample
     present = [j for j, name in enumerate(names) if name in res.params.index]
     sample_ids = cell_id[keep][res.sample]
-    w_obs = None if weights is None else cols[weights][res.sample]
+    w_obs = None if weights is None else cols[weights][keep][res.sample]
     n_cell = np.bincount(sample_ids[sample_ids >= 0], minlength=len(names),
                          weights=None if w_obs is None else w_obs[sample_ids >= 0])
     beta = res.params.loc[[names[j] for j in present]].to_numpy()

@@ -16,7 +16,7 @@ import pandas as pd
 
 from evaluation.errors import InputError, problem
 from evaluation.estimators.fixed_effects import FeolsResult, _missing_column, feols, numeric_column
-from evaluation.estimators.results import Estimate, EstimatorResult, estimate_table
+from evaluation.estimators.results import Estimate, EstimatorResult
 
 __all__ = ["did_2x2", "twfe_did", "event_study"]
 
@@ -57,6 +57,20 @@ def _regress(columns: dict[str, np.ndarray], y: str, regressors: list[str], fixe
     res.details["fixed_effects"] = {back.get(k, k): v for k, v in res.details["fixed_effects"].items()}
     res.details["dropped_collinear"] = [back.get(d, d) for d in res.details["dropped_collinear"]]
     return res
+
+
+def _fit_panel(panel, cols, keep, *, y, unit, time, codes, t, regressors, cluster, weights,
+               vcov) -> FeolsResult:
+    """y ~ regressors | unit + time on the rows in ``keep``, clustered by ``cluster`` or the unit."""
+    cols[unit] = codes
+    cols[time] = t
+    cluster_col = cluster or unit
+    if cluster_col not in cols:
+        cols[cluster_col] = panel[cluster_col].to_numpy()
+    if not keep.all():
+        cols = {k: v[keep] for k, v in cols.items()}
+    return _regress(cols, y, regressors, [unit, time], cluster=cluster_col, weights=weights,
+                    vcov=vcov)
 
 
 def _unsafe(text: str, back: dict[str, str]) -> str:
@@ -214,15 +228,8 @@ def event_study(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: st
         name = f"e={k}"
         cols[name] = (treated & (e == k)).astype(float)
         terms.append(name)
-    cols[unit] = codes
-    cols[time] = t
-    cluster_col = cluster or unit
-    if cluster_col not in cols:
-        cols[cluster_col] = panel[cluster_col].to_numpy()
-    if not keep.all():
-        cols = {k: v[keep] for k, v in cols.items()}
-    res = _regress(cols, y, [*terms, *covariates], [unit, time], cluster=cluster_col,
-                   weights=weights, vcov=vcov)
+    res = _fit_panel(panel, cols, keep, y=y, unit=unit, time=time, codes=codes, t=t,
+                     regressors=[*terms, *covariates], cluster=cluster, weights=weights, vcov=vcov)
     res.notes = notes + res.notes
     present = [k for k, name in zip(periods, terms) if name in res.coefficients.index]
     tab = res.coefficients.loc[[f"e={k}" for k in present]]
@@ -233,8 +240,3 @@ def event_study(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: st
     res.details.update({"ref": ref, "window": [lo, hi], "binned": bool(bin_endpoints)})
     return res
 
-
-def _event_table(es: list[int], est, se, variance) -> pd.DataFrame:
-    tab = estimate_table(list(range(len(es))), est, se, variance).reset_index(drop=True)
-    tab.insert(0, "e", np.asarray(es, dtype=int))
-    return tab
