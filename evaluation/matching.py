@@ -373,9 +373,13 @@ def zscore_coordinates(X: np.ndarray) -> np.ndarray:
 
 
 def _sq_dists(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between rows of A and rows of B (non-negative)."""
-    d = (A * A).sum(1)[:, None] + (B * B).sum(1)[None, :] - 2.0 * (A @ B.T)
-    np.maximum(d, 0.0, out=d)
+    """Squared Euclidean distances between rows of A and rows of B, summed from the
+    coordinate differences (not |a|^2 + |b|^2 - 2ab), so units at equal distances
+    tie exactly and ties can be broken by data order."""
+    d = np.zeros((len(A), len(B)))
+    for j in range(A.shape[1]):
+        diff = A[:, j, None] - B[None, :, j]
+        d += diff * diff
     return d
 
 
@@ -389,8 +393,9 @@ def _k_nearest(A: np.ndarray, B: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     idx = np.empty((len(A), k), dtype=np.int64)
     dist = np.empty((len(A), k))
     cols = np.arange(len(B))
-    for start in range(0, len(A), _BLOCK):
-        d = _sq_dists(A[start:start + _BLOCK], B)
+    block = max(1, min(_BLOCK, 4_000_000 // max(len(B), 1)))
+    for start in range(0, len(A), block):
+        d = _sq_dists(A[start:start + block], B)
         if k < len(B):
             part = np.argpartition(d, k - 1, axis=1)[:, :k]
             kth = np.take_along_axis(d, part, 1).max(axis=1)
