@@ -19,7 +19,8 @@ import pandas as pd
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult, VarianceConvention, estimate_table
 
-__all__ = ["demean", "SSC", "FeolsResult", "feols", "parse_formula", "VCOV_TYPES", "numeric_column"]
+__all__ = ["demean", "SSC", "FeolsResult", "feols", "parse_formula", "VCOV_TYPES", "numeric_column",
+           "missing_column"]
 
 
 def _check_codes(fe_codes, n: int) -> list[np.ndarray]:
@@ -273,7 +274,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     return ParsedFormula(lhs, kept, fes, intercept)
 
 
-def _missing_column(name: str, data: pd.DataFrame, what: str = "column") -> InputError:
+def missing_column(name: str, data: pd.DataFrame, what: str = "column") -> InputError:
     close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else \
         f"; the data have {', '.join(map(str, list(data.columns)[:20]))}"
@@ -323,7 +324,7 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
     def check(expr: str):
         for name in _identifiers(expr):
             if name not in cols:
-                raise _missing_column(name, data)
+                raise missing_column(name, data)
 
     plain = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
     # dependent variable
@@ -350,7 +351,7 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
         else:
             if all(plain.fullmatch(f) for f in factors):
                 missing = next(f for f in factors if f not in cols)
-                raise _missing_column(missing, data)
+                raise missing_column(missing, data)
             check(term)
             mat, tnames = _formulaic(data, term, intercept=False)
             blocks.append(mat)
@@ -380,7 +381,7 @@ def _codes(data: pd.DataFrame, spec: str) -> np.ndarray:
     parts = [p.strip() for p in spec.split("^")]
     for p in parts:
         if p not in data.columns:
-            raise _missing_column(p, data)
+            raise missing_column(p, data)
     codes = pd.factorize(data[parts[0]], use_na_sentinel=True)[0].astype(np.int64)
     for p in parts[1:]:
         c2 = pd.factorize(data[p], use_na_sentinel=True)[0].astype(np.int64)
@@ -496,7 +497,7 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
     n_zero = 0
     if weights:
         if weights not in data.columns:
-            raise _missing_column(weights, data, "weights column")
+            raise missing_column(weights, data, "weights column")
         w = numeric_column(data, weights)
         if np.any(w[np.isfinite(w)] < 0):
             pos = int(np.flatnonzero(np.isfinite(w) & (w < 0))[0])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.errors import InputError, problem
-from evaluation.estimators.fixed_effects import FeolsResult, _missing_column, feols, numeric_column
+from evaluation.estimators.fixed_effects import FeolsResult, missing_column, feols, numeric_column
 from evaluation.estimators.results import Estimate, EstimatorResult
 
 __all__ = ["did_2x2", "twfe_did", "event_study"]
@@ -26,7 +26,7 @@ def _require(panel: pd.DataFrame, columns) -> None:
         raise InputError(problem("a pandas DataFrame panel", value=type(panel).__name__))
     for col in columns:
         if col is not None and col not in panel.columns:
-            raise _missing_column(col, panel)
+            raise missing_column(col, panel)
 
 
 def _regress(columns: dict[str, np.ndarray], y: str, regressors: list[str], fixed_effects: list[str],
