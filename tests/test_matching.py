@@ -266,8 +266,7 @@ def test_ratio_two_without_replacement_round_robin():
     used = r.match_matrix[r.match_matrix >= 0]
     assert len(used) == len(set(used.tolist()))
     # every control of a pair gets weight 1/2 before rescaling -> all equal after
-    w = r.weights[r.weights > 0 & (r.treat == 0)]
-    assert np.allclose(w[r.treat[r.weights > 0] == 0], 1.0)
+    assert np.allclose(r.weights[(r.weights > 0) & (r.treat == 0)], 1.0)
     sub = r.subclass
     for j, t in enumerate(np.flatnonzero(r.treat == 1)):
         members = r.match_matrix[j][r.match_matrix[j] >= 0]
