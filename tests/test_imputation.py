@@ -227,6 +227,8 @@ def test_other_input_errors():
     df = simulate(10, n_units=30)
     with pytest.raises(InputError, match="outcome_typo"):
         imputation_did(df, y="outcome_typo", unit="unit", time="t", cohort="g")
+    with pytest.raises(InputError, match="covariate_typo"):
+        imputation_did(df, y="y", unit="unit", time="t", cohort="g", covariates=["covariate_typo"])
     with pytest.raises(InputError, match="event time"):
         imputation_did(df, y="y", unit="unit", time="t", cohort="g", horizons=[40])
     with pytest.raises(InputError, match="pretrend_leads=6"):

@@ -93,7 +93,8 @@ def _imputation_weights(unit0, time0, X0, om0, A_unit, A_time, A_x, n_units, n_t
     k = X0.shape[1]
     Du = np.bincount(unit0, weights=om0, minlength=n_units)
     C = np.zeros((n_units, n_times + k))
-    np.add.at(C, (unit0, time0), om0)  # unit x period untreated weight totals
+    C[:, :n_times] = np.bincount(unit0 * n_times + time0, weights=om0,
+                                 minlength=n_units * n_times).reshape(n_units, n_times)
     for j in range(k):
         C[:, n_times + j] = np.bincount(unit0, weights=om0 * X0[:, j], minlength=n_units)
     G = np.zeros((n_times + k, n_times + k))
@@ -157,10 +158,10 @@ def imputation_did(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort:
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
     sp = staggered_panel(panel, y=y, unit=unit, time=time, cohort=cohort)
     n = len(sp.y)
-    X = (np.column_stack([_numeric(panel, c, "covariate") for c in covariates])
-         if covariates else np.zeros((n, 0)))
     if covariates:
         _missing_columns(panel, {f"covariate {c}": c for c in covariates})
+    X = (np.column_stack([_numeric(panel, c, "covariate") for c in covariates])
+         if covariates else np.zeros((n, 0)))
     if weights is not None:
         _missing_columns(panel, {"weights": weights})
         om = _numeric(panel, weights, "observation weight")
@@ -287,7 +288,7 @@ def imputation_did(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort:
         cluster=cluster_name or unit, n_clusters=G, df=None)
     overall = Estimate.from_se(est[0], se[0], variance, alpha)
     event_time = estimate_table(pd.RangeIndex(len(hs)), est[1:], se[1:], variance, alpha)
-    event_time.insert(0, "e", hs)
+    event_time.insert(0, "e", hs.astype(np.int64) if np.all(hs == np.round(hs)) else hs)
     event_time["n_obs"] = [int(((K1 == h) & (om1 > 0)).sum()) for h in hs]
     notes = []
     details = {"n_treated": int(treated.sum()), "n_untreated": int(untreated.sum()),
