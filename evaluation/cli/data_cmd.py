@@ -76,8 +76,11 @@ def _check(args) -> int:
     from evaluation.data.validate import read_raw, validate
 
     store = _store(args)
-    refs = store.reference_tables() if store.exists() else {}
-    vt = validate(args.table, read_raw(args.file), refs if args.table not in ("schools", "partnerships") else None)
+    needs_refs = args.table not in ("schools", "partnerships")
+    refs = store.reference_tables() if needs_refs and store.exists() else None
+    vt = validate(args.table, read_raw(args.file), refs)
+    if needs_refs and refs is None:
+        vt.notes.append(f"no store at {store.path}: references to schools and partnerships were not checked")
     result = {"table": vt.name, "file": vt.source.label, "rows": vt.rows, "valid": True, "notes": vt.notes,
               "missing_values_kept": len(vt.missing)}
     if args.json:

@@ -204,8 +204,8 @@ def match_columns(schema: TableSchema, raw: RawTable, log: ProblemLog) -> tuple[
             log.add(f"column {spec.name!r} is missing; the file has {found!r}: did you mean {spec.name!r}?",
                     row=header_row, column=found)
         elif spec.required:
-            log.add(f"required column {spec.name!r} is missing (expected columns: "
-                    f"{', '.join(schema.column_names)})", row=header_row, column=spec.name)
+            log.add(f"required column {spec.name!r} is missing (the {schema.name} columns are described in "
+                    f"data_schemas/{schema.name}.toml)", row=header_row, column=spec.name)
     suggested = {c for c in unmatched
                  if difflib.get_close_matches(_normalise_name(c), [s.name for s in missing], n=1, cutoff=0.75)}
     ignored = [c for c in unmatched if c not in suggested]
@@ -318,7 +318,7 @@ def _pandera_schema(schema: TableSchema) -> pa.DataFrameSchema:
         if spec.type in ("integer", "number") and (spec.min is not None or spec.max is not None):
             lo = -np.inf if spec.min is None else spec.min
             hi = np.inf if spec.max is None else spec.max
-            checks.append(pa.Check.in_range(lo, hi, error=f"expected {spec.expectation()}"))
+            checks.append(pa.Check.in_range(lo, hi))  # reported as "in_range(lo, hi)"
         columns[spec.name] = pa.Column(nullable=spec.nullable, checks=checks, required=True)
     row_checks = []
     for chk in schema.table.checks:
@@ -458,7 +458,7 @@ def validate(table: str, raw: RawTable, references: Mapping[str, pd.DataFrame] |
             values, codes, bad = parse_column(raw.cells[mapping[spec.name]], spec, log, markers)
             unparsable.update((int(r), spec.name) for r in bad[bad].index)
         else:  # optional column absent from the file
-            values = pd.Series(pd.NA, index=index).astype(spec.pandas_dtype)
+            values = pd.Series(index=index, dtype=spec.pandas_dtype)
             codes = pd.Series("", index=index, dtype=object)
         typed[spec.name] = values.astype(spec.pandas_dtype) if spec.type != "category" else values
         code_cols[spec.name] = codes
