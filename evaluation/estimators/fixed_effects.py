@@ -393,8 +393,12 @@ def _codes(data: pd.DataFrame, spec: str) -> np.ndarray:
 
 
 def _refactor(codes: np.ndarray) -> tuple[np.ndarray, int]:
-    uniq, inv = np.unique(codes, return_inverse=True)
-    return inv.astype(np.intp), int(uniq.size)
+    """Renumber non-negative codes densely (0..G-1) in O(n), keeping their order."""
+    if codes.size == 0:
+        return codes.astype(np.intp), 0
+    present = np.bincount(codes, minlength=int(codes.max()) + 1) > 0
+    new = np.cumsum(present) - 1
+    return new[codes].astype(np.intp, copy=False), int(present.sum())
 
 
 def _drop_singletons(fe: list[np.ndarray]) -> np.ndarray:
