@@ -173,10 +173,10 @@ def test_base_stagg_horizons_near_true_effects():
 
 
 def test_pretrend_leads_match_dummy_regression_and_detect_anticipation():
-    df = simulate(6, n_units=300, anticipation=0.8)
+    df = simulate(6, n_units=150, anticipation=0.8)
     res = imputation_did(df, y="y", unit="unit", time="t", cohort="g", pretrend_leads=2)
     test = res.details["pretrend_test"]
-    assert test["p_value"] < 1e-6 and test["df1"] == 2 and test["df2"] == 299
+    assert test["p_value"] < 1e-6 and test["df1"] == 2 and test["df2"] == 149
     # leads from an explicit dummies regression on untreated observations
     K = df["t"] - df["g"]
     un = ~((df["g"] > 0) & (K >= 0))
@@ -194,7 +194,7 @@ def test_pretrend_leads_match_dummy_regression_and_detect_anticipation():
     ratio = np.sqrt((n - k_sm) / (n - k_reghdfe))
     np.testing.assert_allclose(lead_tab["se"], ols.bse[:2] * ratio, rtol=1e-8)
     # without anticipation the test does not reject at the 0.1% level
-    calm = imputation_did(simulate(6, n_units=300), y="y", unit="unit", time="t", cohort="g",
+    calm = imputation_did(simulate(6, n_units=150), y="y", unit="unit", time="t", cohort="g",
                           pretrend_leads=2)
     assert calm.details["pretrend_test"]["p_value"] > 0.001
 
