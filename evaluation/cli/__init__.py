@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "evaluation.cli.data_cmd",
     "evaluation.cli.match_cmd",
     "evaluation.cli.regress_cmd",
+    "evaluation.cli.estimate_cmd",
 ]
 
 
