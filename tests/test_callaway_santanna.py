@@ -166,6 +166,7 @@ def test_no_never_treated_with_never_control(mpdta):
     # not-yet-treated works as in R: periods from the last cohort on are dropped
     fit = att_gt(treated_only, **KEYS, control="notyet")
     assert fit.group_time["t"].max() == 2006 and set(fit.group_time["g"]) == {2004.0, 2006.0}
+    assert fit.n_units == 191 and fit.n_obs == 191 * 4  # 2007 dropped
     assert any("No never-treated units" in n for n in fit.notes)
 
 
@@ -175,6 +176,15 @@ def test_units_treated_in_first_period_are_dropped_with_note(mpdta, fits):
     assert any("already treated in the first period" in n and "Dropped 1" in n for n in fit.notes)
     np.testing.assert_allclose(fit.group_time["estimate"], fits["mpdta_nev_dr"].group_time["estimate"], atol=1e-15)
     assert fit.n_units == 500
+
+
+def test_cohort_after_last_period_counts_as_never_treated(mpdta, fits):
+    late = mpdta.assign(**{"first.treat": mpdta["first.treat"].replace(0, 2010)})
+    fit = att_gt(late, **KEYS)
+    assert any("treated as never treated" in n for n in fit.notes)
+    pd.testing.assert_frame_equal(fit.group_time, fits["mpdta_nev_dr"].group_time)
+    missing = mpdta.assign(**{"first.treat": mpdta["first.treat"].replace(0, np.nan)})
+    pd.testing.assert_frame_equal(att_gt(missing, **KEYS).group_time, fits["mpdta_nev_dr"].group_time)
 
 
 def test_cohort_changing_within_unit_names_the_unit(mpdta):

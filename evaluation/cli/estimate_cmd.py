@@ -166,7 +166,7 @@ def _summary(res: EstimatorResult, args) -> str:
     lines = [f"impact estimate: {args.estimator} on {args.data}", res.summary()]
     if args.estimator == "callaway-santanna":
         fmt = lambda v: f"{v:.6g}"  # noqa: E731
-        lines.append(f"Group-time ATT(g,t):")
+        lines.append("Group-time ATT(g,t):")
         lines.append(res.group_time.drop(columns=["post"]).to_string(index=False, float_format=fmt))
         if args.aggregate not in ("simple", "dynamic"):
             lines.append(f"By {'cohort' if args.aggregate == 'group' else 'calendar period'}:")

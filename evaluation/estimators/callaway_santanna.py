@@ -100,8 +100,11 @@ class _Panel:
     weight: np.ndarray  # n
     cluster: np.ndarray  # n integer codes
     n_clusters: int
-    n_obs: int
     notes: list[str]
+
+    @property
+    def n_obs(self) -> int:
+        return int((~np.isnan(self.Y)).sum())
 
 
 def _require_columns(panel: pd.DataFrame, columns: dict[str, str | None]) -> None:
@@ -140,8 +143,7 @@ def _constant_within_unit(codes: np.ndarray, values: np.ndarray, ids: np.ndarray
     return frame.groupby("u", sort=True)["v"].first().to_numpy(dtype=float)
 
 
-def _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_unbalanced,
-             anticipation) -> _Panel:
+def _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_unbalanced) -> _Panel:
     if not isinstance(panel, pd.DataFrame):
         raise InputError("panel must be a pandas DataFrame in long format (one row per unit and period)")
     covariates = list(covariates or [])
@@ -197,7 +199,8 @@ def _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_u
         X = np.full((n, T, len(xs)), np.nan)
         X[codes, t_idx, :] = np.column_stack(xs)
         Y[np.isnan(X).any(axis=2)] = np.nan
-    n_missing = int(np.isnan(yv).sum() if X is None else (np.isnan(yv) | np.isnan(np.column_stack(xs)).any(axis=1)).sum())
+    incomplete = np.isnan(yv) if X is None else np.isnan(yv) | np.isnan(np.column_stack(xs)).any(axis=1)
+    n_missing = int(incomplete.sum())
     if n_missing:
         notes.append(f"Dropped {n_missing} row(s) with a missing outcome or covariate (as R did does).")
 
@@ -229,8 +232,7 @@ def _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_u
     sel = np.flatnonzero(keep)
     X = None if X is None else X[sel]
     cl = pd.factorize(unit_cl[sel])[0]
-    return _Panel(uniques[sel], periods, Y[sel], X, unit_g[sel], unit_w[sel], cl,
-                  int(cl.max()) + 1, int((~np.isnan(Y[sel])).sum()), notes)
+    return _Panel(uniques[sel], periods, Y[sel], X, unit_g[sel], unit_w[sel], cl, int(cl.max()) + 1, notes)
 
 
 # --------------------------------------------------------------------------------------
@@ -488,7 +490,7 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
     SEs and the confidence intervals by simultaneous sup-t bands (CS 2021, Algorithm 1).
     """
     _check_options(control, method, base_period, alpha, bootstrap)
-    p = _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_unbalanced, anticipation)
+    p = _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_unbalanced)
     notes = p.notes
     groups = _treated_groups(p, control, anticipation, notes)
     balanced = not np.isnan(p.Y).any()
