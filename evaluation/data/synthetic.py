@@ -7,7 +7,10 @@ It is honest about what makes real evaluation hard:
 * selection: weaker schools, and schools in a recent dip, are more likely to be
   taken on by sponsor-led trusts (an Ashenfelter dip: their outcomes would have
   recovered anyway); stronger schools convert into converter trusts; small rural
-  primaries federate; outstanding schools lead teaching school alliances;
+  primaries federate; outstanding schools lead teaching school alliances. So, for
+  sponsor-led trusts, a naive post-only comparison with never-joined schools is
+  biased downwards (here it reverses the sign), and a before-after comparison is
+  biased upwards (mean reversion after the dip); tests/test_synthetic.py checks both;
 * effects differ by partnership type and grow with years of membership, so a
   naive two-way fixed-effects regression is biased under staggered joining;
 * schools open, close, leave or move trust (re-brokering), alliances close (2021);
@@ -635,12 +638,13 @@ def _truth_cohorts(truth: pd.DataFrame) -> pd.DataFrame:
     """Mean true effect by partnership type, phase, cohort and event time (long by outcome)."""
     keys = ["partnership_type", "sponsor_led", "role", "phase", "cohort", "event_time"]
     t = truth.copy()
-    t["sponsor_led"] = t["sponsor_led"].astype(object).where(t["sponsor_led"].notna(), None).astype(str)
+    sl = t["sponsor_led"]
+    t["sponsor_led"] = np.where(sl.isna(), "", np.where(sl.fillna(False).astype(bool), "true", "false"))
     eff_cols = [c for c in t.columns if c.startswith("effect_") and c != "effect_latent"]
     long = t.melt(id_vars=keys + ["urn"], value_vars=["effect_latent", *eff_cols], var_name="outcome",
                   value_name="effect").dropna(subset=["effect"])
     long["outcome"] = long["outcome"].str.removeprefix("effect_")
-    agg = long.groupby(keys + ["outcome"], sort=True).agg(n_schools=("urn", "nunique"),
+    agg = long.groupby(keys + ["outcome"], sort=True, dropna=False).agg(n_schools=("urn", "nunique"),
                                                           true_att=("effect", "mean")).reset_index()
     return agg
 
