@@ -94,3 +94,16 @@ def test_cohort_must_be_constant_within_unit():
     df.loc[1, "first"] = 3
     with pytest.raises(InputError, match="one first-treated period per unit"):
         twfe_did(df, y="y", unit="unit", time="year", cohort="first")
+
+
+def test_cohort_after_last_period_is_never_treated():
+    # fixest's base_stagg codes never-treated units as year_treated = 10000
+    from pathlib import Path
+
+    stagg = pd.read_csv(Path(__file__).parent / "data" / "base_stagg.csv")
+    r = event_study(stagg, y="y", unit="id", time="year", cohort="year_treated", covariates=["x1"])
+    assert r.event_time.e.min() == -9 and r.event_time.e.max() == 8
+    recoded = stagg.assign(year_treated=stagg.year_treated.where(stagg.year_treated < 10000, 0))
+    a = twfe_did(stagg, y="y", unit="id", time="year", cohort="year_treated")
+    b = twfe_did(recoded, y="y", unit="id", time="year", cohort="year_treated")
+    assert a.overall.estimate == b.overall.estimate

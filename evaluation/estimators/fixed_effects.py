@@ -71,7 +71,7 @@ def demean(X, fe_codes, weights=None, tol: float = 1e-10, maxiter: int = 100_000
     accelerated every third sweep by Irons-Tuck extrapolation; a column has
     converged when one full sweep changes no element by more than
     ``tol * max(1, max|X[:, j]|)``. Raises RuntimeError if ``maxiter`` sweeps
-    are not enough. Returns a new float64 array with the shape of ``X``.
+    are not enough. Returns a new float64 array (Fortran order) with the shape of ``X``.
     """
     X = np.asarray(X, dtype=np.float64)
     one_d = X.ndim == 1
@@ -83,7 +83,7 @@ def demean(X, fe_codes, weights=None, tol: float = 1e-10, maxiter: int = 100_000
         if weights.shape != (n,):
             raise ValueError(f"weights has shape {weights.shape}; expected ({n},)")
     if not codes or n == 0 or out.shape[1] == 0:
-        return out[:, 0].copy() if one_d else np.ascontiguousarray(out)
+        return out[:, 0].copy() if one_d else out
     projectors = [_Projector(c, weights) for c in codes]
 
     def sweep(A: np.ndarray) -> np.ndarray:
@@ -93,9 +93,9 @@ def demean(X, fe_codes, weights=None, tol: float = 1e-10, maxiter: int = 100_000
 
     if len(projectors) == 1:
         sweep(out)
-        return out[:, 0].copy() if one_d else np.ascontiguousarray(out)
+        return out[:, 0].copy() if one_d else out
 
-    scale = tol * np.maximum(1.0, np.abs(out).max(axis=0))
+    scale = tol * np.maximum(1.0, np.maximum(out.max(axis=0), -out.min(axis=0)))
     others = projectors[:-1]  # after a sweep the last effect's group means are exactly zero
 
     def converged(A: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -108,16 +108,18 @@ def demean(X, fe_codes, weights=None, tol: float = 1e-10, maxiter: int = 100_000
         return worst <= scale[cols]
 
     active = np.arange(out.shape[1])
-    x = np.array(out, order="F", copy=True)
+    x = out  # swept in place until some columns converge before others
     sweeps = 0
     history: list[np.ndarray] = []
     while True:
-        history.append(x.copy())
+        if sweeps:  # the first sweep is often the last (balanced panels): no copy for it
+            history.append(x.copy())
         sweep(x)
         sweeps += 1
         done = converged(x, active)
         if done.any():
-            out[:, active[done]] = x[:, done]
+            if x is not out:
+                out[:, active[done]] = x[:, done]
             keep = ~done
             active = active[keep]
             x = np.asfortranarray(x[:, keep])
@@ -138,7 +140,7 @@ def demean(X, fe_codes, weights=None, tol: float = 1e-10, maxiter: int = 100_000
                 alpha = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
             x = np.asfortranarray(x - alpha * d1)
             history = []
-    return out[:, 0].copy() if one_d else np.ascontiguousarray(out)
+    return out[:, 0].copy() if one_d else out
 
 
 # ---------------------------------------------------------------------------
@@ -356,7 +358,11 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
             mat, tnames = _formulaic(data, term, intercept=False)
             blocks.append(mat)
             names.extend(tnames)
-    X = np.hstack(blocks) if blocks else np.empty((len(data), 0))
+    X = np.empty((len(data), sum(b.shape[1] for b in blocks)), order="F")
+    j = 0
+    for b in blocks:
+        X[:, j:j + b.shape[1]] = b
+        j += b.shape[1]
     return y, X, names
 
 
@@ -528,8 +534,9 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
     if n == 0:
         raise InputError(problem("at least one complete observation; every row has a missing value "
                                  "in a variable of the model", value=formula))
-    y = y[sample]
-    X = X[sample]
+    if not sample.all():
+        y = y[sample]
+        X = np.asfortranarray(X[sample])
     wv = None if w is None else w[sample]
     fe = []
     fe_sizes = {}
@@ -539,7 +546,9 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
         fe_sizes[name] = G
 
     # absorb fixed effects
-    YX = np.column_stack([y, X])
+    YX = np.empty((n, X.shape[1] + 1), order="F")
+    YX[:, 0] = y
+    YX[:, 1:] = X
     if fe:
         YX = demean(YX, fe, weights=wv, tol=fe_tol)
     y_dm, X_dm = YX[:, 0], YX[:, 1:]

@@ -6,7 +6,7 @@ G/(G-1) * (N-1)/(N-K) with fixest's nested K, t with G-1 df). Panel estimators
 cluster by the unit when ``cluster`` is None, as fixest does for ``| unit + ...``.
 
 Cohort convention (R ``did``'s ``gname``): ``cohort`` holds the first treated
-period; 0 or missing means never treated.
+period; 0, missing, or a period after the last observed one means never treated.
 """
 
 from __future__ import annotations
@@ -129,14 +129,17 @@ def did_2x2(panel: pd.DataFrame, *, y: str, treated: str, post: str, covariates=
 
 
 def _cohorts(panel: pd.DataFrame, unit: str, time: str, cohort: str):
-    """time (float), cohort (float, NaN = never treated) and unit codes; checks consistency."""
+    """time (float), cohort (float, NaN = never treated) and unit codes; checks consistency.
+
+    Cohorts after the last observed period (e.g. fixest's 10000) count as never treated.
+    """
     t = numeric_column(panel, time)
     g = numeric_column(panel, cohort)
     if np.isnan(t).any():
         pos = int(np.flatnonzero(np.isnan(t))[0])
         raise InputError(problem("a time period (number)", row=pos + 1, column=time,
                                  value=panel[time].iloc[pos]))
-    g = np.where(g == 0, np.nan, g)
+    g = np.where((g == 0) | (g > t.max()), np.nan, g)  # 0, missing or never observed treated
     codes, uniq = pd.factorize(panel[unit])
     if (codes < 0).any():
         pos = int(np.flatnonzero(codes < 0)[0])
