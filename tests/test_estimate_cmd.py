@@ -128,3 +128,12 @@ def test_library_input_errors_exit_2(run_cli, mpdta, tmp_path):
     code, _, err = run_cli("estimate", path, "--unit", "countyreal", "--time", "year", "--outcome", "lemp",
                            "--cohort", "first.treat", "--estimator", "callaway-santanna")
     assert code == 2 and "no never-treated units" in err
+
+
+def test_unavailable_estimator_is_a_clear_error(run_cli, monkeypatch):
+    from evaluation.cli import estimate_cmd
+
+    monkeypatch.setitem(estimate_cmd.ESTIMATORS, "imputation",
+                        ("evaluation.estimators.not_written_yet", "imputation_did"))
+    code, out, err = run_cli(*BASE, "--estimator", "imputation")
+    assert code == 2 and "--estimator imputation is not available yet" in err and out == ""
