@@ -44,6 +44,9 @@ def register(sub) -> None:
     _store_args(syn)
     syn.set_defaults(handler=_synthesize)
 
+    from evaluation.cli.dfe_cmd import add_dfe_subcommand
+    add_dfe_subcommand(data_sub)
+
 
 def _store_args(p) -> None:
     p.add_argument("--store", help="store file (default data/impact.duckdb or $IMPACT_STORE)")
