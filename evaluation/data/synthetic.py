@@ -290,7 +290,8 @@ class _Builder:
                 chosen = eligible[_gumbel_top_k(rng, log_w, rng.binomial(len(eligible), rate))]
                 self._assign_trusts(chosen, year, sponsor=True)
                 eligible = np.setdiff1d(eligible, chosen)
-                log_w = 0.8 * self.alpha[eligible] + 0.8 * (self.grade[eligible, t - 1] <= 2)
+                # converters: permanent quality and the baseline (2010) judgement, not current shocks
+                log_w = 0.8 * self.alpha[eligible] + 0.8 * (self.grade[eligible, 2] <= 2)
                 rate = _converter_rate(year, phase_secondary)
                 chosen = eligible[_gumbel_top_k(rng, log_w, rng.binomial(len(eligible), rate))]
                 self._assign_trusts(chosen, year, sponsor=False)

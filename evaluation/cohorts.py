@@ -1,0 +1,180 @@
+"""From a study definition and the store's tables to the cohort, the comparison pool
+and the per-cohort matching frames. Pure functions of DataFrames.
+
+Timing: a school's cohort ``g`` is the first academic year whose results follow
+its joining (``calendar.first_exposed_year``); event time ``e = year - g``. The
+studied membership is the school's first membership of the studied types; what
+happens after (leaving, moving trust) is part of the effect of joining (intention
+to treat).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from evaluation.data.calendar import first_exposed_year
+from evaluation.errors import InputError, problem
+from evaluation.study import CONTEXT_COVARIATES, Study
+
+
+@dataclass
+class StudyData:
+    """The store's tables as a study needs them (typed, as ``Store.read_table`` gives them)."""
+
+    schools: pd.DataFrame
+    partnerships: pd.DataFrame
+    memberships: pd.DataFrame
+    school_years: pd.DataFrame  # urn, year, the outcome, context columns
+    truth: pd.DataFrame | None = None  # synthetic panels only
+
+    @property
+    def years(self) -> tuple[int, int]:
+        y = self.school_years["year"]
+        return int(y.min()), int(y.max())
+
+
+@dataclass
+class Cohort:
+    """Treated schools (one row each) and the comparison pool."""
+
+    treated: pd.DataFrame  # urn, g, partnership_id, partnership_type, role, joined, region, la_code
+    pool: pd.DataFrame  # urn, own_g (first exposure to the studied types, NaN if never), region, la_code
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cohorts(self) -> list[int]:
+        return sorted(int(g) for g in self.treated["g"].unique())
+
+
+def studied_memberships(study: Study, data: StudyData) -> pd.DataFrame:
+    """Memberships of the studied partnership types, with their first exposed year."""
+    m = data.memberships.merge(data.partnerships[["partnership_id", "type", "sponsor_led"]],
+                               on="partnership_id", how="left")
+    m = m[m["type"].isin(study.cohort.partnership_types)]
+    if study.cohort.sponsor_led is not None:
+        m = m[m["sponsor_led"].fillna(False).astype(bool) == study.cohort.sponsor_led]
+    m = m.assign(g=first_exposed_year(m["joined"]))
+    return m.sort_values(["urn", "joined", "partnership_id"], kind="stable")
+
+
+def build_cohort(study: Study, data: StudyData) -> Cohort:
+    """The treated schools and the comparison pool; impossible specs are InputErrors."""
+    c = study.cohort
+    first, last = data.years
+    lo, hi = study.outcome.window
+    g0, g1 = c.joined_between
+    if g0 + lo < first or g1 + hi > last:
+        raise InputError(problem(
+            f"the event window {list(study.outcome.window)} around joining in {g0}-{g1} needs data for "
+            f"{g0 + lo}-{g1 + hi}, but the store has {first}-{last}: narrow the window or the joining years",
+            column="outcome.window", value=list(study.outcome.window)))
+    schools = data.schools
+    eligible = schools["phase"] == c.phase
+    if c.regions:
+        eligible &= schools["region"].isin(c.regions)
+    if c.la_codes:
+        eligible &= schools["la_code"].isin(c.la_codes)
+    in_scope = schools.loc[eligible, ["urn", "region", "la_code", "urban_rural"]]
+
+    studied = studied_memberships(study, data)
+    first_m = studied.drop_duplicates("urn", keep="first")
+    treated = first_m[first_m["g"].between(g0, g1) & first_m["urn"].isin(in_scope["urn"])]
+    if c.role != "any":
+        treated = treated[treated["role"] == c.role]
+    if treated.empty:
+        other = first_m[first_m["urn"].isin(in_scope["urn"])]["g"].value_counts().sort_index()
+        seen = ", ".join(f"{int(k)}: {int(v)}" for k, v in other.items()) or "none"
+        raise InputError(problem(
+            f"the cohort is empty: no {c.phase} school first joined {'/'.join(c.partnership_types)}"
+            f"{'' if c.sponsor_led is None else (' (sponsor-led)' if c.sponsor_led else ' (not sponsor-led)')} "
+            f"with first exposure in {g0}-{g1}"
+            f"{'' if c.role == 'any' else f' as {c.role}'} (schools in scope by first exposure year: {seen})",
+            column="cohort.joined_between", value=[g0, g1]))
+    treated = treated.merge(in_scope, on="urn", how="left")
+    treated = treated[["urn", "g", "partnership_id", "type", "role", "joined", "region", "la_code",
+                       "urban_rural"]].rename(columns={"type": "partnership_type"}).reset_index(drop=True)
+
+    own_g = first_m.set_index("urn")["g"]
+    pool = in_scope[~in_scope["urn"].isin(treated["urn"])].copy()
+    pool["own_g"] = pool["urn"].map(own_g).astype("float64")
+    excluded = set(study.comparison.exclude_urns)
+    if study.comparison.exclude_types:
+        m = data.memberships.merge(data.partnerships[["partnership_id", "type"]], on="partnership_id")
+        excluded |= set(m.loc[m["type"].isin(study.comparison.exclude_types), "urn"])
+    pool = pool[~pool["urn"].isin(excluded)]
+    notes = []
+    if study.comparison.pool == "never":
+        pool = pool[pool["own_g"].isna()]
+        notes.append("comparison pool: schools that never joined the studied partnership types")
+    else:
+        # may join later, but only after the latest cohort's window has closed
+        pool = pool[pool["own_g"].isna() | (pool["own_g"] > g1 + hi)]
+        notes.append(f"comparison pool: schools not (yet) in the studied partnership types by {g1 + hi}")
+    if pool.empty:
+        raise InputError(problem("the comparison pool is empty: every eligible school joined the studied types",
+                                 column="comparison.pool", value=study.comparison.pool))
+    return Cohort(treated, pool.reset_index(drop=True), notes)
+
+
+def _pre_features(wide: pd.DataFrame, years: list[int]) -> pd.DataFrame:
+    """Level (mean), trend (OLS slope per year) and last value over the given years."""
+    cols = [y for y in years if y in wide.columns]
+    block = wide.reindex(columns=years)
+    x = np.array(years, dtype=float)
+    vals = block.to_numpy(dtype=float)
+    ok = ~np.isnan(vals)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.nansum(vals, axis=1) / n
+        xm = np.where(ok, x, 0).sum(axis=1) / n
+        dx = np.where(ok, x - xm[:, None], 0.0)
+        slope = (dx * np.nan_to_num(vals - level[:, None])).sum(axis=1) / (dx**2).sum(axis=1)
+        last_idx = np.where(ok, np.arange(len(years)), -1).max(axis=1)
+        last = np.where(last_idx >= 0, vals[np.arange(len(vals)), np.maximum(last_idx, 0)], np.nan)
+    slope = np.where(n >= 2, slope, np.nan)
+    del cols
+    out = pd.DataFrame({"pre_n": n, "pre_level": level, "pre_trend": slope, "pre_last": last}, index=wide.index)
+    for k in (1, 2, 3):  # the outcome k years before joining
+        out[f"pre_y{k}"] = vals[:, -k] if len(years) >= k else np.nan
+    return out
+
+
+def matching_frame(study: Study, data: StudyData, cohort: Cohort, g: int) -> tuple[pd.DataFrame, dict]:
+    """One row per treated school of cohort ``g`` and per pool school eligible for it,
+    with the matching covariates measured over the pre-years ``g + lo .. g - 1``.
+
+    Returns the frame (columns urn, treated, region, la_code + covariates) and counts of
+    schools dropped for too few pre-years or missing covariates (by group)."""
+    lo, _ = study.outcome.window
+    pre_years = list(range(g + lo, g))
+    y = study.outcome.name
+    sy = data.school_years
+    wide = sy.pivot(index="urn", columns="year", values=y)
+    feats = _pre_features(wide, pre_years)
+    ctx = sy[sy["year"].isin(pre_years)].groupby("urn")[list(CONTEXT_COVARIATES)].mean()
+    treated = cohort.treated[cohort.treated["g"] == g][["urn", "region", "la_code", "urban_rural"]].assign(treated=1)
+    pool = cohort.pool
+    if study.comparison.pool == "not_yet":
+        pool = pool[pool["own_g"].isna() | (pool["own_g"] > g + study.outcome.window[1])]
+    pool = pool[["urn", "region", "la_code", "urban_rural"]].assign(treated=0)
+    frame = pd.concat([treated, pool], ignore_index=True)
+    frame = frame.join(feats, on="urn").join(ctx, on="urn")
+    frame["urban"] = (frame["urban_rural"] == "urban").astype(float)
+    last_grade = sy.loc[sy["year"] == g - 1].set_index("urn")["ofsted_grade"]
+    frame["ofsted_last"] = frame["urn"].map(last_grade).astype("float64")
+    frame["pre_n"] = frame["pre_n"].fillna(0)
+    covs = list(study.matching.covariates)
+    enough = frame["pre_n"] >= study.cohort.min_pre_years
+    complete = frame[covs].notna().all(axis=1)
+    counts = {
+        "treated_few_pre_years": int(((frame.treated == 1) & ~enough).sum()),
+        "treated_missing_covariates": int(((frame.treated == 1) & enough & ~complete).sum()),
+        "pool_dropped": int(((frame.treated == 0) & ~(enough & complete)).sum()),
+    }
+    frame = frame[enough & complete].reset_index(drop=True)
+    frame["la_code"] = frame["la_code"].astype("int64")
+    frame["region"] = frame["region"].astype(str)
+    return frame, counts

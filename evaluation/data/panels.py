@@ -1,0 +1,24 @@
+"""Read what a study needs from the store (the I/O edge of the study pipeline)."""
+
+from __future__ import annotations
+
+from evaluation.cohorts import StudyData
+from evaluation.data.store import Store
+from evaluation.study import CONTEXT_COVARIATES, Study
+
+
+def load_study_data(store: Store, study: Study) -> StudyData:
+    """Schools, partnerships, memberships and the school_years columns the study uses,
+    with schema dtypes; the synthetic truth table if the store has one."""
+    columns = ["urn", "year", study.outcome.name, *CONTEXT_COVARIATES]
+    truth = None
+    if "truth_effects" in store.tables():
+        truth = store.read_extra("truth_effects")
+        truth = truth[["urn", "year", "partnership_id", f"effect_{study.outcome.name}"]].copy()
+    return StudyData(
+        schools=store.read_table("schools"),
+        partnerships=store.read_table("partnerships"),
+        memberships=store.read_table("memberships"),
+        school_years=store.read_table("school_years", columns=columns),
+        truth=truth,
+    )

@@ -1,0 +1,424 @@
+"""Run a study: cohort -> per-cohort matching -> matched panel -> estimators -> result.
+
+Pure functions of the study definition and the tables (``StudyData``); reading the
+store and writing ``results/<id>/`` happen at the edges (``evaluation/report``,
+``evaluation/cli``). The returned ``StudyRun.result`` is the content of result.json
+(schema: ``evaluation.result_schema``), deterministic for the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from evaluation import __version__
+from evaluation.cohorts import Cohort, StudyData, build_cohort, matching_frame
+from evaluation.data.schema import load_schema
+from evaluation.errors import InputError, problem
+from evaluation.estimators.results import EstimatorResult
+from evaluation.matching import MatchResult, balance, family_of_schools, match
+from evaluation.study import Study
+
+RESULT_SCHEMA_VERSION = 1
+SMD_THRESHOLD = 0.1
+
+
+@dataclass
+class MatchedCohort:
+    g: int
+    frame: pd.DataFrame  # the matching frame (one row per candidate school)
+    result: MatchResult | None  # None when matching.method == "none"
+    weights: np.ndarray
+    counts: dict
+
+
+@dataclass
+class StudyRun:
+    result: dict
+    panel: pd.DataFrame
+    matched: list[MatchedCohort]
+    cohort: Cohort
+    estimators: dict[str, EstimatorResult] = field(default_factory=dict)
+    balance: pd.DataFrame | None = None
+
+
+# ---------------------------------------------------------------------------- matching
+
+
+def match_cohorts(study: Study, data: StudyData, cohort: Cohort, say: Callable[[str], None]) -> list[MatchedCohort]:
+    """Match each joining cohort to pool schools on its own pre-years."""
+    spec = study.matching
+    out = []
+    for g in cohort.cohorts:
+        frame, counts = matching_frame(study, data, cohort, g)
+        n_t = int(frame["treated"].sum())
+        n_c = int((frame["treated"] == 0).sum())
+        say(f"  cohort {g}: {n_t} partnership schools, {n_c} candidate comparison schools")
+        if n_t == 0:
+            out.append(MatchedCohort(g, frame, None, np.zeros(len(frame)), counts))
+            continue
+        if n_c == 0:
+            raise InputError(problem(f"no comparison schools with enough pre-{g} data for cohort {g}",
+                                     column="comparison.pool"))
+        covs = list(spec.covariates)
+        exact = list(spec.exact) or None
+        if spec.method == "none":
+            res = None
+            weights = np.ones(len(frame))
+        elif spec.method == "family":
+            res = family_of_schools(frame, "treated", covs, k=spec.family_size, id="urn", exact=exact)
+            weights = res.weights
+        else:
+            res = match(frame, "treated", covs, id="urn", exact=exact,
+                        distance="mahalanobis" if spec.method == "mahalanobis" else "logit",
+                        ratio=spec.ratio, replace=spec.replace,
+                        caliper=spec.caliper if spec.method == "nearest" else None)
+            weights = res.weights
+        counts["treated_unmatched"] = int(((frame["treated"] == 1) & (weights == 0)).sum())
+        out.append(MatchedCohort(g, frame, res, np.asarray(weights, dtype=float), counts))
+    return out
+
+
+def pooled_balance(study: Study, matched: list[MatchedCohort]) -> pd.DataFrame:
+    """Balance over all cohorts together, before and after matching (MatchIt definitions)."""
+    frames = [m.frame.assign(_w=m.weights) for m in matched if m.frame["treated"].sum() > 0]
+    frame = pd.concat(frames, ignore_index=True)
+    covs = list(study.matching.covariates)
+    before = balance(frame, "treated", covs)
+    after = balance(frame, "treated", covs, weights=frame["_w"].to_numpy())
+    table = pd.DataFrame({
+        "mean_treated": after["Means Treated"], "mean_comparison_before": before["Means Control"],
+        "mean_comparison_after": after["Means Control"], "smd_before": before["Std. Mean Diff."],
+        "smd_after": after["Std. Mean Diff."], "variance_ratio_before": before["Var. Ratio"],
+        "variance_ratio_after": after["Var. Ratio"],
+    })
+    table.index.name = "covariate"
+    return table
+
+
+# ---------------------------------------------------------------------------- panel
+
+
+def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[MatchedCohort]) -> pd.DataFrame:
+    """The matched panel: matched treated schools and the union of their comparison schools,
+    over the calendar years the cohorts' windows span, rows with a published outcome only.
+
+    Columns: urn, year, y, cohort (first exposed year; 0 for comparison schools), weight
+    (1 for treated; summed MatchIt weights for comparison schools), cluster."""
+    lo, hi = study.outcome.window
+    treated_w: dict[int, float] = {}
+    control_w: dict[int, float] = {}
+    for m in matched:
+        for urn, t, w in zip(m.frame["urn"], m.frame["treated"], m.weights):
+            if w <= 0:
+                continue
+            if t == 1:
+                treated_w[int(urn)] = 1.0
+            else:
+                control_w[int(urn)] = control_w.get(int(urn), 0.0) + float(w)
+    g_of = cohort.treated.set_index("urn")["g"]
+    pid_of = cohort.treated.set_index("urn")["partnership_id"]
+    first = min(cohort.cohorts) + lo
+    last = max(cohort.cohorts) + hi
+    units = pd.DataFrame({"urn": list(treated_w) + list(control_w),
+                          "weight": list(treated_w.values()) + list(control_w.values())})
+    units["cohort"] = units["urn"].map(g_of).fillna(0).astype("int64")
+    units.loc[units["urn"].isin(control_w), "cohort"] = 0
+    if study.inference.cluster == "partnership":
+        units["cluster"] = np.where(units["cohort"] > 0, "P:" + units["urn"].map(pid_of).astype(str),
+                                    "S:" + units["urn"].astype(str))
+    else:
+        units["cluster"] = "S:" + units["urn"].astype(str)
+    sy = data.school_years
+    rows = sy.loc[sy["urn"].isin(units["urn"]) & sy["year"].between(first, last),
+                  ["urn", "year", study.outcome.name]].rename(columns={study.outcome.name: "y"})
+    rows = rows[rows["y"].notna()]
+    panel = rows.merge(units, on="urn", how="left")
+    panel = panel.astype({"urn": "int64", "year": "int64", "y": "float64"})
+    return panel.sort_values(["urn", "year"], kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------- estimators
+
+
+def run_estimators(study: Study, panel: pd.DataFrame, say: Callable[[str], None]) -> dict[str, EstimatorResult]:
+    """Every estimator the study lists, on the matched panel, clustered as the study says."""
+    from evaluation.estimators.callaway_santanna import aggte, att_gt
+    from evaluation.estimators.imputation import imputation_did
+    from evaluation.estimators.sun_abraham import sun_abraham
+    from evaluation.estimators.twfe import event_study, twfe_did
+
+    lo, hi = study.outcome.window
+    weights = None if np.allclose(panel["weight"], 1.0) else "weight"
+    common = dict(y="y", unit="urn", time="year", cohort="cohort", cluster="cluster", weights=weights)
+    out: dict[str, EstimatorResult] = {}
+    for name in study.estimators.use:
+        say(f"  {name}")
+        if name == "twfe":
+            out[name] = twfe_did(panel, **common)
+        elif name == "event_study":
+            out[name] = event_study(panel, leads=-lo, lags=hi, ref=-1, **common)
+        elif name == "callaway_santanna":
+            gt = att_gt(panel, control="never", alpha=study.inference.alpha, **common)
+            simple = aggte(gt, "simple", max_e=hi)
+            dynamic = aggte(gt, "dynamic", min_e=lo, max_e=hi)
+            simple.event_time = dynamic.event_time
+            simple.group_time = gt.group_time
+            simple.details = {**simple.details, "pretest": gt.details.get("pretest"),
+                              "dynamic_overall": dynamic.overall.to_dict() if dynamic.overall else None}
+            simple.notes = list(dict.fromkeys(gt.notes + simple.notes))
+            out[name] = simple
+        elif name == "sun_abraham":
+            out[name] = sun_abraham(panel, **common)
+        elif name == "imputation":
+            out[name] = imputation_did(panel, horizons=list(range(0, hi + 1)), pretrend_leads=min(3, -lo - 1),
+                                       alpha=study.inference.alpha, **common)
+    return out
+
+
+def event_study_pretrend(res: EstimatorResult) -> dict | None:
+    """Joint Wald test that all leads (e <= -2) are zero, F with (q, G - 1) df as fixest's wald()."""
+    vcov = getattr(res, "vcov", None)
+    if vcov is None or res.event_time is None:
+        return None
+    leads = [f"e={int(e)}" for e in res.event_time["e"] if e < -1 and f"e={int(e)}" in vcov.index]
+    if not leads:
+        return None
+    b = res.coefficients.loc[leads, "estimate"].to_numpy()
+    V = vcov.loc[leads, leads].to_numpy()
+    q = len(leads)
+    W = float(b @ np.linalg.solve(V, b))
+    df2 = res.variance.df
+    F = W / q
+    p = float(stats.f.sf(F, q, df2)) if df2 else float(stats.chi2.sf(W, q))
+    return {"test": "joint Wald test that all pre-joining coefficients are zero", "statistic": F,
+            "df1": q, "df2": df2, "p_value": p}
+
+
+# ---------------------------------------------------------------------------- truth
+
+
+def synthetic_truth(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame,
+                    matched: list[MatchedCohort]) -> dict | None:
+    """The planted effect of the studied membership on the analysed treated schools
+    (synthetic data only): by event time, and averaged over post-joining school-years
+    within the window (the estimand of the "simple" aggregation)."""
+    if data.truth is None or data.truth.empty:
+        return None
+    lo, hi = study.outcome.window
+    col = f"effect_{study.outcome.name}"
+    treated = cohort.treated[cohort.treated["urn"].isin(panel.loc[panel["cohort"] > 0, "urn"])]
+    t = data.truth.merge(treated[["urn", "partnership_id", "g"]], on=["urn", "partnership_id"])
+    eff = t.set_index(["urn", "year"])[col].groupby(level=[0, 1]).sum()
+    cells = panel[panel["cohort"] > 0][["urn", "year", "cohort"]].copy()
+    cells["e"] = cells["year"] - cells["cohort"]
+    cells = cells[cells["e"].between(lo, hi)]
+    cells["effect"] = [float(eff.get((u, y), 0.0)) for u, y in zip(cells["urn"], cells["year"])]
+    by_e = cells.groupby("e")["effect"].mean()
+    post = cells[cells["e"] >= 0]
+    return {"note": "synthetic data: the effect planted by the generator on the analysed partnership schools",
+            "overall": float(post["effect"].mean()),
+            "event_time": [{"e": int(e), "effect": float(v)} for e, v in by_e.items()],
+            "did_of_all_planted_effects": _did_of_planted(study, data, matched)}
+
+
+def _did_of_planted(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
+    """What a DiD of the matched schools targets given every planted effect (the studied
+    membership and any other memberships of treated and comparison schools): by event time,
+    the treated schools' change in total planted effect since e = -1 minus the matched
+    comparison schools' (weighted) change over the same years."""
+    col = f"effect_{study.outcome.name}"
+    total = data.truth.groupby(["urn", "year"])[col].sum()
+    lo, hi = study.outcome.window
+    rows = []
+    for m in matched:
+        keep = m.weights > 0
+        fr = m.frame[keep]
+        w = m.weights[keep]
+        for e in range(lo, hi + 1):
+            years = (m.g + e, m.g - 1)
+            vals = np.array([[total.get((int(u), y), 0.0) for y in years] for u in fr["urn"]])
+            change = vals[:, 0] - vals[:, 1]
+            t = fr["treated"].to_numpy() == 1
+            if t.any() and (~t).any():
+                rows.append((e, int(t.sum()), change[t].mean() - np.average(change[~t], weights=w[~t])))
+    frame = pd.DataFrame(rows, columns=["e", "n", "did"])
+    out = frame.groupby("e").apply(lambda d: np.average(d["did"], weights=d["n"]), include_groups=False)
+    return [{"e": int(e), "effect": float(v)} for e, v in out.items()]
+
+
+# ---------------------------------------------------------------------------- result
+
+
+def _estimate_entry(name: str, res: EstimatorResult) -> dict:
+    entry = {"estimator": name, "n_obs": int(res.n_obs), "n_units": int(res.n_units),
+             "n_clusters": None if res.n_clusters is None else int(res.n_clusters),
+             "variance": res.variance.to_dict(), "notes": list(res.notes)}
+    if res.overall is not None:
+        entry.update(res.overall.to_dict())
+    else:
+        entry.update({"estimate": None, "se": None, "ci_low": None, "ci_high": None, "p": None})
+    return entry
+
+
+def _event_rows(res: EstimatorResult) -> list[dict]:
+    if res.event_time is None:
+        return []
+    rows = []
+    for rec in res.event_time.to_dict("records"):
+        rows.append({"e": int(rec["e"]), "estimate": float(rec["estimate"]), "se": float(rec["se"]),
+                     "ci_low": float(rec["ci_low"]), "ci_high": float(rec["ci_high"]),
+                     "p": float(rec["p_value"]) if "p_value" in rec else None})
+    return rows
+
+
+def trends(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
+    """Mean outcome by event time for partnership schools and their matched comparison
+    schools (each comparison school aligned on the joining year of the cohort it matched)."""
+    lo, hi = study.outcome.window
+    sy = data.school_years.set_index(["urn", "year"])[study.outcome.name]
+    rows = []
+    for m in matched:
+        keep = m.weights > 0
+        for urn, t, w in zip(m.frame["urn"][keep], m.frame["treated"][keep], m.weights[keep]):
+            for e in range(lo, hi + 1):
+                v = sy.get((int(urn), m.g + e))
+                if v is not None and not pd.isna(v):
+                    rows.append((int(t), e, float(v), float(w)))
+    frame = pd.DataFrame(rows, columns=["treated", "e", "y", "w"])
+    out = []
+    for (t, e), grp in frame.groupby(["treated", "e"], sort=True):
+        out.append({"group": "partnership" if t == 1 else "comparison", "e": int(e),
+                    "mean": float(np.average(grp["y"], weights=grp["w"])), "n_schools": int(len(grp))})
+    return out
+
+
+def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float | None, se: float | None) -> dict:
+    """The estimate in between-school standard deviations of the outcome (school level)."""
+    year = min(cohort.cohorts) - 1
+    sy = data.school_years
+    phase_urns = data.schools.loc[data.schools["phase"] == study.cohort.phase, "urn"]
+    values = sy.loc[(sy["year"] == year) & sy["urn"].isin(phase_urns), study.outcome.name].dropna()
+    sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return {"sd": sd, "sd_definition": f"between-school SD of {study.outcome.name} among {study.cohort.phase} "
+                                        f"schools in {year} (the year before the first cohort joined), "
+                                        f"{len(values)} schools",
+            "estimate_sd_units": None if estimate is None or not sd > 0 else estimate / sd,
+            "se_sd_units": None if se is None or not sd > 0 else se / sd}
+
+
+def data_fingerprint(data: StudyData) -> str:
+    """SHA-256 over the canonical CSV text of the tables the study read."""
+    digest = hashlib.sha256()
+    for name in ("schools", "partnerships", "memberships", "school_years"):
+        frame = getattr(data, name)
+        digest.update(name.encode() + b"\n")
+        digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
+    return digest.hexdigest()
+
+
+def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda m: None) -> StudyRun:
+    """The whole study, from tables to the result.json content."""
+    say("[1/5] building the cohort and comparison pool")
+    cohort = build_cohort(study, data)
+    say(f"  {len(cohort.treated)} partnership schools in cohorts {cohort.cohorts}; pool of {len(cohort.pool)}")
+    say("[2/5] matching comparison schools")
+    matched = match_cohorts(study, data, cohort, say)
+    bal = pooled_balance(study, matched)
+    panel = analysis_panel(study, data, cohort, matched)
+    if (panel["cohort"] > 0).sum() == 0:
+        raise InputError(problem("no partnership school could be matched: relax the caliper or the covariates",
+                                 column="matching.caliper", value=study.matching.caliper))
+    say(f"[3/5] estimating on {len(panel)} school-years of {panel['urn'].nunique()} schools")
+    ests = run_estimators(study, panel, say)
+    say("[4/5] diagnostics")
+    primary = ests[study.estimators.primary]
+    diagnostics = {"pretrend": {}, "balance": {
+        "max_abs_smd_after": float(bal["smd_after"].abs().max()),
+        "threshold": SMD_THRESHOLD,
+        "covariates_above_threshold": [str(c) for c in bal.index[bal["smd_after"].abs() > SMD_THRESHOLD]]}}
+    if "event_study" in ests:
+        diagnostics["pretrend"]["event_study"] = event_study_pretrend(ests["event_study"])
+    if "callaway_santanna" in ests:
+        diagnostics["pretrend"]["callaway_santanna"] = ests["callaway_santanna"].details.get("pretest")
+    if "imputation" in ests:
+        diagnostics["pretrend"]["imputation"] = ests["imputation"].details.get("pretrend_test")
+    diagnostics["bacon"] = _bacon(panel)
+    say("[5/5] assembling the result")
+    treated_found = len(cohort.treated)
+    lost = {"too_few_pre_years": sum(m.counts["treated_few_pre_years"] for m in matched),
+            "missing_covariates": sum(m.counts["treated_missing_covariates"] for m in matched),
+            "no_match_within_caliper": sum(m.counts.get("treated_unmatched", 0) for m in matched)}
+    analysed = panel.loc[panel["cohort"] > 0, "urn"].nunique()
+    lost["no_outcome_in_window"] = treated_found - sum(lost.values()) - analysed
+    controls = panel.loc[panel["cohort"] == 0, "urn"].nunique()
+    counts = {
+        "treated_found": treated_found, "treated_analysed": int(analysed), "treated_lost": lost,
+        "attrition": (treated_found - analysed) / treated_found,
+        "partnerships": int(cohort.treated.loc[cohort.treated["urn"].isin(panel["urn"]), "partnership_id"].nunique()),
+        "comparison_pool": int(len(cohort.pool)), "comparison_matched": int(controls),
+        "school_years": int(len(panel)), "clusters": int(panel["cluster"].nunique()),
+        "cohorts": [{"g": m.g, "treated": int(m.frame["treated"].sum()),
+                     "treated_matched": int(((m.frame["treated"] == 1) & (m.weights > 0)).sum()),
+                     "comparison_matched": int(((m.frame["treated"] == 0) & (m.weights > 0)).sum())}
+                    for m in matched],
+    }
+    outcome_spec = load_schema("school_years").column(study.outcome.name)
+    result = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "study": {"id": study.id, "title": study.title, "question": study.question,
+                  "definition": study.model_dump(mode="json")},
+        "provenance": {"spec_hash": study.spec_hash, "data_fingerprint": data_fingerprint(data),
+                       "package_version": __version__, "seed": study.inference.seed,
+                       "command": f"impact run studies/{study.id}.toml"},
+        "outcome": {"name": study.outcome.name, "description": outcome_spec.description,
+                    "unit": outcome_spec.unit, "window": list(study.outcome.window),
+                    "data_years": list(data.years)},
+        "counts": counts,
+        "matching": {"method": study.matching.method, "covariates": list(study.matching.covariates),
+                     "ratio": study.matching.ratio, "replace": study.matching.replace,
+                     "caliper": study.matching.caliper, "exact": ["phase", *study.matching.exact],
+                     "balance": [{"covariate": str(k), **{c: _f(v) for c, v in row.items()}}
+                                 for k, row in bal.iterrows()],
+                     "comparison_pool_rule": cohort.notes},
+        "primary_estimator": study.estimators.primary,
+        "estimates": {name: _estimate_entry(name, res) for name, res in ests.items()},
+        "event_study": {name: _event_rows(res) for name, res in ests.items() if res.event_time is not None},
+        "diagnostics": diagnostics,
+        "trends": trends(study, data, matched),
+        "effect_size": effect_size(study, data, cohort, primary.overall.estimate if primary.overall else None,
+                                   primary.overall.se if primary.overall else None),
+        "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
+    }
+    return StudyRun(result, panel, matched, cohort, ests, bal)
+
+
+def _bacon(panel: pd.DataFrame) -> dict | None:
+    """Goodman-Bacon decomposition of the static TWFE on the balanced part of the panel."""
+    from evaluation.estimators.bacon import bacon_decomposition
+
+    years = panel["year"].nunique()
+    complete = panel.groupby("urn")["year"].transform("size") == years
+    sub = panel[complete]
+    if sub["urn"].nunique() < 3 or (sub["cohort"] > 0).sum() == 0:
+        return None
+    try:
+        res = bacon_decomposition(sub, y="y", unit="urn", time="year", cohort="cohort")
+    except InputError as err:
+        return {"note": f"not computed: {err.render()}"}
+    by = res.by_type()
+    return {"note": f"static TWFE on the {sub['urn'].nunique()} schools observed in every year",
+            "twfe": float(res.twfe), "by_type": [{k: _f(v) for k, v in r.items()} for r in by.reset_index().to_dict("records")]}
+
+
+def _f(v):
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v

@@ -1,0 +1,83 @@
+"""Figures of a study run (matplotlib, Agg backend, deterministic PNG metadata)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLOURS = {"partnership": "#1b6ca8", "comparison": "#d1495b", "truth": "#2e7d32"}
+LABELS = {"twfe": "Two-way fixed effects", "event_study": "Event study (TWFE)",
+          "callaway_santanna": "Callaway-Sant'Anna", "sun_abraham": "Sun-Abraham", "imputation": "Imputation (BJS)"}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def trends_plot(result: dict, path: Path) -> Path:
+    """Mean outcome by year relative to joining: partnership vs matched comparison schools."""
+    rows = pd.DataFrame(result["trends"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for group in ("partnership", "comparison"):
+        d = rows[rows["group"] == group]
+        ax.plot(d["e"], d["mean"], marker="o", color=COLOURS[group],
+                label=f"{'Partnership' if group == 'partnership' else 'Matched comparison'} schools")
+    ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("Years relative to joining (0 = first year of results after joining)")
+    ax.set_ylabel(result["outcome"]["name"])
+    ax.set_title("Outcome trends")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def event_study_plot(result: dict, path: Path) -> Path:
+    """Event-time estimates with 95% CIs for each estimator that reports them."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    names = [n for n in ("callaway_santanna", "sun_abraham", "event_study", "imputation")
+             if result["event_study"].get(n)]
+    width = 0.8 / max(len(names), 1)
+    lo, hi = result["outcome"]["window"]
+    for k, name in enumerate(names):
+        d = pd.DataFrame(result["event_study"][name])
+        d = d[d["e"].between(lo, hi)]
+        x = d["e"] + (k - (len(names) - 1) / 2) * width
+        ax.errorbar(x, d["estimate"], yerr=[d["estimate"] - d["ci_low"], d["ci_high"] - d["estimate"]],
+                    fmt="o", markersize=4, capsize=2, label=LABELS[name])
+    truth = (result.get("synthetic_truth") or {}).get("event_time")
+    if truth:
+        t = pd.DataFrame(truth)
+        ax.plot(t["e"], t["effect"], color=COLOURS["truth"], linestyle=":", label="Planted effect (synthetic)")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("Years relative to joining (reference: the year before, -1)")
+    ax.set_ylabel(f"Effect on {result['outcome']['name']}")
+    ax.set_title("Event study: effect by year since joining, with 95% confidence intervals")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def love_plot(result: dict, path: Path) -> Path:
+    """Absolute standardised mean differences before and after matching (cobalt's Love plot)."""
+    bal = pd.DataFrame(result["matching"]["balance"]).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.0, 0.35 * len(bal) + 1.2))
+    y = np.arange(len(bal))
+    ax.scatter(bal["smd_before"].abs(), y, marker="o", facecolors="none", edgecolors="#d1495b",
+               label="Before matching")
+    ax.scatter(bal["smd_after"].abs(), y, marker="o", color="#1b6ca8", label="After matching")
+    ax.axvline(0.1, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y, bal["covariate"])
+    ax.set_xlabel("|Standardised mean difference|")
+    ax.set_title("Covariate balance")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)

@@ -1,0 +1,267 @@
+"""Study definitions: ``studies/<id>.toml`` parsed into a typed model.
+
+A study is a question answered by comparing the schools that joined a kind of
+partnership with similar schools that did not. Unknown or misspelt keys are
+errors that suggest the right key, with the line of the TOML file; values are
+checked against the data model (partnership types, phases, outcomes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evaluation.data.schema import load_schema
+from evaluation.errors import InputError, Problem, problem
+
+ESTIMATORS = ("twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation")
+CONTEXT_COVARIATES = ("fsm_pct", "eal_pct", "sen_pct", "pupils", "ofsted_grade")
+SCHOOL_COVARIATES = ("urban",)
+OUTCOME_COVARIATES = ("pre_level", "pre_trend", "pre_last", "pre_y1", "pre_y2", "pre_y3", "ofsted_last")
+COVARIATES = OUTCOME_COVARIATES + CONTEXT_COVARIATES + SCHOOL_COVARIATES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CohortSpec(_Strict):
+    """Who is studied: schools that joined these partnership types in these years."""
+
+    partnership_types: tuple[str, ...] = Field(min_length=1)
+    sponsor_led: bool | None = None
+    joined_between: tuple[int, int]
+    phase: Literal["primary", "secondary"]
+    regions: tuple[str, ...] = ()
+    la_codes: tuple[int, ...] = ()
+    role: Literal["any", "lead", "member"] = "any"
+    min_pre_years: int = Field(default=2, ge=1)
+
+    @field_validator("partnership_types")
+    @classmethod
+    def _types(cls, v):
+        allowed = load_schema("partnerships").column("type").allowed
+        for t in v:
+            if t not in allowed:
+                raise ValueError(_unknown("partnership type", t, allowed))
+        return v
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, v):
+        allowed = load_schema("schools").column("region").allowed
+        for r in v:
+            if r not in allowed:
+                raise ValueError(_unknown("region", r, allowed))
+        return v
+
+    @field_validator("joined_between")
+    @classmethod
+    def _years(cls, v):
+        if v[0] > v[1]:
+            raise ValueError(f"joined_between must be [first, last] with first <= last, got {list(v)}")
+        return v
+
+
+class OutcomeSpec(_Strict):
+    """The outcome and the event window in academic years relative to first exposure."""
+
+    name: str
+    window: tuple[int, int] = (-4, 4)
+
+    @field_validator("name")
+    @classmethod
+    def _outcome(cls, v):
+        outcomes = [c.name for c in load_schema("school_years").columns_with_role("outcome")]
+        if v not in outcomes:
+            raise ValueError(_unknown("outcome", v, outcomes))
+        return v
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v):
+        if not (v[0] <= -2 and v[1] >= 0):
+            raise ValueError(f"window must start at -2 or earlier (two pre-years, -1 is the reference) and end "
+                             f"at 0 or later, got {list(v)}")
+        return v
+
+
+class ComparisonSpec(_Strict):
+    """Where comparison schools come from."""
+
+    pool: Literal["never", "not_yet"] = "never"
+    exclude_types: tuple[str, ...] = ()
+    exclude_urns: tuple[int, ...] = ()
+
+
+class MatchingSpec(_Strict):
+    """How comparison schools are chosen from the pool, per joining cohort."""
+
+    method: Literal["nearest", "mahalanobis", "family", "none"] = "nearest"
+    covariates: tuple[str, ...] = ("pre_level", "pre_trend", "fsm_pct", "eal_pct", "sen_pct", "pupils", "urban")
+    exact: tuple[Literal["region", "la_code"], ...] = ()
+    ratio: int = Field(default=1, ge=1, le=20)
+    replace: bool = False
+    caliper: float | None = Field(default=0.2, gt=0)
+    family_size: int = Field(default=50, ge=2)
+
+    @field_validator("covariates")
+    @classmethod
+    def _covs(cls, v):
+        for c in v:
+            if c not in COVARIATES:
+                raise ValueError(_unknown("matching covariate", c, COVARIATES))
+        return v
+
+
+class EstimatorsSpec(_Strict):
+    use: tuple[str, ...] = ESTIMATORS
+    primary: str = "callaway_santanna"
+
+    @field_validator("use")
+    @classmethod
+    def _use(cls, v):
+        for e in v:
+            if e not in ESTIMATORS:
+                raise ValueError(_unknown("estimator", e, ESTIMATORS))
+        return v
+
+    @model_validator(mode="after")
+    def _primary_used(self):
+        if self.primary not in self.use:
+            raise ValueError(f"primary estimator {self.primary!r} must be one of use = {list(self.use)}")
+        return self
+
+
+class InferenceSpec(_Strict):
+    cluster: Literal["school", "partnership"] = "partnership"
+    seed: int = 20240901
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+
+
+class Study(_Strict):
+    id: str
+    title: str
+    question: str
+    cohort: CohortSpec
+    outcome: OutcomeSpec
+    comparison: ComparisonSpec = ComparisonSpec()
+    matching: MatchingSpec = MatchingSpec()
+    estimators: EstimatorsSpec = EstimatorsSpec()
+    inference: InferenceSpec = InferenceSpec()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", v):
+            raise ValueError(f"id must be lower-case letters, digits, '_' or '-', got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _outcome_matches_phase(self):
+        stage = load_schema("school_years").column(self.outcome.name).key_stage
+        want = {"primary": "KS2", "secondary": "KS4"}[self.cohort.phase]
+        if stage and stage != want:
+            raise ValueError(f"outcome {self.outcome.name!r} is a {stage} measure but the cohort phase is "
+                             f"{self.cohort.phase!r} ({want} outcomes only)")
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def spec_hash(self) -> str:
+        """SHA-256 of the parsed definition (formatting and comments do not change it)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _unknown(what: str, value, allowed) -> str:
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {value!r}: expected one of {', '.join(map(str, allowed))}{hint}"
+
+
+# ------------------------------------------------------------------------------ loading
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Known keys at a location of the Study model (for suggestions)."""
+    model: type[BaseModel] = Study
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part))
+        if info is None or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+            return []
+        model = info.annotation
+    return list(model.model_fields)
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """Line (1-based) where the key at ``loc`` is written in the TOML text, if found."""
+    lines = text.splitlines()
+    section = ".".join(str(p) for p in loc[:-1] if not isinstance(p, int))
+    key = str(loc[-1]) if loc else ""
+    current = ""
+    for i, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        header = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if not key and current == section:
+                return i
+            continue
+        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
+            return i
+    return None
+
+
+def _problems_from(err: ValidationError, file: str, text: str) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not isinstance(p, int))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(text, loc) if loc else None
+        if e["type"] == "extra_forbidden":
+            known = _fields_at(loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else \
+                f"expected one of {', '.join(known)}"
+            out.append(problem(f"unknown key {dotted!r}: {hint}", file=file, row=line, column=dotted))
+        elif e["type"] == "missing":
+            out.append(problem(f"missing required key {dotted!r}", file=file,
+                               row=_line_of(text, loc[:-1] + ("",)) if len(loc) > 1 else None, column=dotted))
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            value = e.get("input")
+            shown = {"value": value} if not isinstance(value, dict) else {}
+            out.append(problem(msg, file=file, row=line, column=dotted, **shown))
+    return out
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and check a study definition; every problem is an InputError naming file, line and key."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(problem(f"study definition not found: {path}", file=str(path)))
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        m = re.search(r"at line (\d+)", str(err))
+        raise InputError(problem(f"not valid TOML: {err}", file=path.name,
+                                 row=int(m.group(1)) if m else None)) from None
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as err:
+        problems = _problems_from(err, path.name, text)
+        raise InputError(problems, summary=f"{path.name}: {len(problems)} problem(s) in the study definition")
+    if study.id != path.stem:
+        raise InputError(problem(f"the study id {study.id!r} must match the file name {path.stem!r}",
+                                 file=path.name, row=_line_of(text, ("id",)), column="id", value=study.id))
+    return study
