@@ -67,6 +67,7 @@ def _finish(store, kind, raw, prov: Provenance, tables: list[ValidatedTable], ex
     notes = prov.notes()
     for vt in tables:
         vt.notes[:0] = notes
+        vt.source = raw  # provenance names the downloaded file and counts all its rows
     store.write_tables(tables, extra=extra)
     return ImportReport(kind, raw.label, raw.sha256, prov.year, prov.rows_read, prov.kept, prov.tally.total,
                         dict(prov.tally.reasons), {vt.name: len(vt.data) for vt in tables}, notes, str(store.path))
