@@ -30,3 +30,15 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory):
+    """A store holding a small synthetic national panel (3,000 schools, seed 7)."""
+    from evaluation.data.national import synthesize
+    from evaluation.data.store import Store
+
+    root = tmp_path_factory.mktemp("small_store")
+    store = Store(root / "impact.duckdb")
+    synthesize(store, seed=7, n_schools=3000, out_dir=root / "synthetic", progress=lambda m: None)
+    return store
