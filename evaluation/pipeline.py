@@ -305,11 +305,30 @@ def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float |
     phase_urns = data.schools.loc[data.schools["phase"] == study.cohort.phase, "urn"]
     values = sy.loc[(sy["year"] == year) & sy["urn"].isin(phase_urns), study.outcome.name].dropna()
     sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    pupil_sd, source = pupil_level_sd(study.outcome.name, data)
     return {"sd": sd, "sd_definition": f"between-school SD of {study.outcome.name} among {study.cohort.phase} "
                                         f"schools in {year} (the year before the first cohort joined), "
                                         f"{len(values)} schools",
             "estimate_sd_units": None if estimate is None or not sd > 0 else estimate / sd,
-            "se_sd_units": None if se is None or not sd > 0 else se / sd}
+            "se_sd_units": None if se is None or not sd > 0 else se / sd,
+            "pupil_sd": pupil_sd, "pupil_sd_source": source}
+
+
+def pupil_level_sd(outcome: str, data: StudyData) -> tuple[float | None, str | None]:
+    """The national pupil-level SD of an outcome, where the data tell it.
+
+    For the synthetic panel (a store with the generator's truth tables) it is the SD the
+    generator assumed; real school-level data carry none (then effect sizes use the
+    between-school SD and say so)."""
+    if data.truth is None:
+        return None, None
+    from evaluation.data.synthetic import OUTCOMES
+
+    sd = next((o.pupil_sd for o in OUTCOMES if o.name == outcome), None)
+    if sd is None:
+        return None, None
+    return float(sd), (f"national pupil-level SD of {outcome} ({sd:g}) as set in the synthetic data "
+                       f"generator (evaluation/data/synthetic.py)")
 
 
 def data_fingerprint(data: StudyData) -> str:

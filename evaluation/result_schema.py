@@ -126,6 +126,8 @@ class EffectSize(_Open):
     sd_definition: str
     estimate_sd_units: float | None
     se_sd_units: float | None
+    pupil_sd: float | None = None
+    pupil_sd_source: str | None = None
 
 
 class StudyResult(_Open):
