@@ -227,27 +227,40 @@ def synthetic_truth(study: Study, data: StudyData, cohort: Cohort, panel: pd.Dat
             "did_of_all_planted_effects": _did_of_planted(study, data, matched)}
 
 
+def _matched_long(study: Study, matched: list[MatchedCohort]) -> pd.DataFrame:
+    """Matched schools x event times: columns g, urn, treated, w, e, year (= g + e)."""
+    lo, hi = study.outcome.window
+    parts = [pd.DataFrame({"g": m.g, "urn": m.frame["urn"].to_numpy()[m.weights > 0],
+                           "treated": m.frame["treated"].to_numpy()[m.weights > 0],
+                           "w": m.weights[m.weights > 0]}) for m in matched]
+    units = pd.concat(parts, ignore_index=True)
+    es = pd.DataFrame({"e": np.arange(lo, hi + 1)})
+    out = units.merge(es, how="cross")
+    out["year"] = out["g"] + out["e"]
+    return out
+
+
+def _lookup(series: pd.Series, urn: pd.Series, year: pd.Series, fill=np.nan) -> np.ndarray:
+    index = pd.MultiIndex.from_arrays([urn.to_numpy(), year.to_numpy()])
+    return series.reindex(index, fill_value=fill).to_numpy(dtype=float)
+
+
 def _did_of_planted(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
     """What a DiD of the matched schools targets given every planted effect (the studied
     membership and any other memberships of treated and comparison schools): by event time,
     the treated schools' change in total planted effect since e = -1 minus the matched
-    comparison schools' (weighted) change over the same years."""
+    comparison schools' (weighted) change over the same years, averaged over cohorts by
+    their numbers of treated schools."""
     col = f"effect_{study.outcome.name}"
     total = data.truth.groupby(["urn", "year"])[col].sum()
-    lo, hi = study.outcome.window
-    rows = []
-    for m in matched:
-        keep = m.weights > 0
-        fr = m.frame[keep]
-        w = m.weights[keep]
-        for e in range(lo, hi + 1):
-            years = (m.g + e, m.g - 1)
-            vals = np.array([[total.get((int(u), y), 0.0) for y in years] for u in fr["urn"]])
-            change = vals[:, 0] - vals[:, 1]
-            t = fr["treated"].to_numpy() == 1
-            if t.any() and (~t).any():
-                rows.append((e, int(t.sum()), change[t].mean() - np.average(change[~t], weights=w[~t])))
-    frame = pd.DataFrame(rows, columns=["e", "n", "did"])
+    long = _matched_long(study, matched)
+    long["change"] = (_lookup(total, long["urn"], long["year"], 0.0)
+                      - _lookup(total, long["urn"], long["g"] - 1, 0.0))
+    long["tw"] = np.where(long["treated"] == 1, 1.0, long["w"])
+    means = (long.assign(x=long["change"] * long["tw"]).groupby(["g", "e", "treated"])[["x", "tw"]].sum())
+    means = (means["x"] / means["tw"]).unstack("treated")
+    n_treated = long[long["treated"] == 1].groupby(["g", "e"]).size()
+    frame = pd.DataFrame({"did": means[1] - means[0], "n": n_treated}).dropna().reset_index()
     out = frame.groupby("e").apply(lambda d: np.average(d["did"], weights=d["n"]), include_groups=False)
     return [{"e": int(e), "effect": float(v)} for e, v in out.items()]
 
@@ -280,19 +293,12 @@ def _event_rows(res: EstimatorResult) -> list[dict]:
 def trends(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
     """Mean outcome by event time for partnership schools and their matched comparison
     schools (each comparison school aligned on the joining year of the cohort it matched)."""
-    lo, hi = study.outcome.window
-    sy = data.school_years.set_index(["urn", "year"])[study.outcome.name]
-    rows = []
-    for m in matched:
-        keep = m.weights > 0
-        for urn, t, w in zip(m.frame["urn"][keep], m.frame["treated"][keep], m.weights[keep]):
-            for e in range(lo, hi + 1):
-                v = sy.get((int(urn), m.g + e))
-                if v is not None and not pd.isna(v):
-                    rows.append((int(t), e, float(v), float(w)))
-    frame = pd.DataFrame(rows, columns=["treated", "e", "y", "w"])
+    sy = data.school_years.set_index(["urn", "year"])[study.outcome.name].astype("float64")
+    long = _matched_long(study, matched)
+    long["y"] = _lookup(sy, long["urn"], long["year"])
+    long = long[long["y"].notna()]
     out = []
-    for (t, e), grp in frame.groupby(["treated", "e"], sort=True):
+    for (t, e), grp in long.groupby(["treated", "e"], sort=True):
         out.append({"group": "partnership" if t == 1 else "comparison", "e": int(e),
                     "mean": float(np.average(grp["y"], weights=grp["w"])), "n_schools": int(len(grp))})
     return out
