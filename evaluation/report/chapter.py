@@ -1,0 +1,391 @@
+"""One book chapter per study: MyST markdown written from results/<id>/ (never re-estimated).
+
+The chapter follows the EEF report convention: a summary box for a committee reader
+first (question, answer, effect size with its 95% CI, months' progress, padlocks with
+the reason for every lost padlock, numbers of schools and partnerships, the main
+caveat), then the material a referee checks: cohort and comparison schools (with a map
+when the results carry coordinates), balance, trends, event study and pre-trend tests,
+estimates across estimators with their variance conventions, robustness and
+diagnostics, provenance and the command that reproduces the numbers.
+
+Effect sizes, months' progress, padlocks and the plain-English sentences come from
+``evaluation.effects``; this module only lays them out.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation.effects import effect_size, plain_summary, security_rating
+from evaluation.report.markdown import (count, escape, estimator_name, num, ordered_estimators, padlocks_html, pct,
+                                        pvalue, table)
+
+FIGURES = ("trends.png", "event_study.png", "love_plot.png")
+MAP_TABLE = "schools.csv"
+MAP_COLUMNS = ("urn", "group", "easting", "northing")
+LOST_REASONS = {
+    "too_few_pre_years": "too few years of results before joining to match on",
+    "missing_covariates": "a matching characteristic was missing (often a suppressed result)",
+    "no_match_within_caliper": "no comparison school similar enough (outside the caliper)",
+    "no_outcome_in_window": "no published result in the study window",
+}
+TYPE_WORDS = {
+    "multi_academy_trust": "multi-academy trust", "federation_hard": "hard federation",
+    "federation_soft": "soft federation", "teaching_school_alliance": "teaching school alliance",
+    "umbrella_trust": "umbrella trust", "collaborative_partnership": "collaborative partnership",
+    "informal_cluster": "informal cluster",
+}
+METHOD_WORDS = {
+    "nearest": "nearest-neighbour matching on the propensity score (logistic regression)",
+    "mahalanobis": "nearest-neighbour matching on the Mahalanobis distance",
+    "family": "a DfE-style 'family of schools' (the most similar schools on the covariates)",
+    "none": "no matching (every school in the comparison pool is used)",
+}
+
+
+@dataclass(frozen=True)
+class Chapter:
+    study_id: str
+    title: str
+    path: Path  # the markdown file, inside the book source
+    padlocks: int
+
+
+def unit_words(result: dict) -> str:
+    unit = result["outcome"].get("unit") or "points"
+    return "percentage points" if unit == "percent" else unit
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def is_synthetic(result: dict) -> bool:
+    return result.get("synthetic_truth") is not None
+
+
+# ---------------------------------------------------------------------------- summary box
+
+
+def summary_box(result: dict) -> str:
+    es = effect_size(result)
+    sec = security_rating(result)
+    words = plain_summary(result)
+    primary = result["estimates"][result["primary_estimator"]]
+    c = result["counts"]
+    lo_m, hi_m = es.months_ci
+    month_word = "month" if abs(es.months) == 1 else "months"
+    reasons = "\n".join(f"  - {escape(r)}" for r in sec.reasons) or "  - none: the study keeps every padlock"
+    lines = [
+        ":::{admonition} Summary",
+        ":class: summary-box",
+        "",
+        f"**The question.** {escape(words['question'])}",
+        "",
+        f"**The answer.** {escape(words['answer'])}",
+        "",
+        f"**How much.** Effect size {num(es.g)} (95% confidence interval {num(es.ci_low)} to {num(es.ci_high)}), "
+        f"about **{es.months} {month_word}' additional progress** (range {lo_m} to {hi_m} months). "
+        f"In the outcome's own units: {num(primary['estimate'])} {escape(unit_words(result))} "
+        f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])}).",
+        "",
+        f"**How sure are we.** {padlocks_html(sec.padlocks)}",
+        "",
+        "Padlocks lost, one reason each:",
+        "",
+        reasons,
+        "",
+        f"**Who was compared.** {count(c['treated_analysed'])} partnership schools in "
+        f"{count(c['partnerships'])} partnerships, against {count(c['comparison_matched'])} similar schools "
+        f"that did not join.",
+        "",
+        f"**Main caveat.** {escape(words['caveat'])}",
+    ]
+    if is_synthetic(result):
+        lines += ["", "**Data.** These numbers come from the synthetic national panel (generated data with a "
+                      "known answer, used to test the methods); they are not findings about real schools."]
+    lines += [":::", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
+    d = result["study"]["definition"]
+    cohort, comp = d["cohort"], d["comparison"]
+    c = result["counts"]
+    m = result["matching"]
+    types = ", ".join(TYPE_WORDS.get(t, t) for t in cohort["partnership_types"])
+    g0, g1 = cohort["joined_between"]
+    out = ["## Who was in the study", ""]
+    out.append(f"The study found {count(c['treated_found'])} {escape(cohort['phase'])} schools that joined a "
+               f"{escape(types)} with first results after joining between {g0} and {g1}"
+               + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
+                  " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else "")
+               + f". {count(c['treated_analysed'])} of them are in the analysis; "
+               f"{count(c['treated_found'] - c['treated_analysed'])} ({pct(c['attrition'])}) were lost:")
+    out.append("")
+    for key, n in sorted(c["treated_lost"].items()):
+        out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}")
+    out += ["", "**How comparison schools were chosen.** "
+            + " ".join(escape(r[0].upper() + r[1:]) + "." for r in m["comparison_pool_rule"])
+            + f" The pool held {count(c['comparison_pool'])} schools. Each joining year's schools were matched "
+              f"to pool schools on their own years before joining, by {escape(METHOD_WORDS.get(m['method'], m['method']))}"
+            + (f", up to {m['ratio']} comparison schools per partnership school" if m["method"] in
+               ("nearest", "mahalanobis") else "")
+            + (f", within a caliper of {m['caliper']} standard deviations of the distance" if m.get("caliper")
+               else "")
+            + (", with replacement" if m.get("replace") else ", without replacement")
+            + f", exactly on {escape(', '.join(m['exact']))}. Matching characteristics: "
+            + escape(", ".join(m["covariates"])) + ".", ""]
+    if comp.get("exclude_types"):
+        excluded = [TYPE_WORDS.get(t, t) for t in comp["exclude_types"]]
+        excluded = ", ".join(excluded[:-1]) + " or " + excluded[-1] if len(excluded) > 1 else excluded[0]
+        out += [f"Schools that ever joined a {escape(excluded)} "
+                "were kept out of the comparison pool.", ""]
+    rows = [[g["g"], count(g["treated"]), count(g["treated_matched"]), count(g["comparison_matched"])]
+            for g in c["cohorts"]]
+    out.append(table(["First year of results after joining", "Partnership schools", "Matched",
+                      "Comparison schools matched"], rows, ["l", "r", "r", "r"]))
+    out.append(_map(result, tables, fig_dir, rel))
+    return "\n".join(out)
+
+
+def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
+    """A map of the schools from tables/schools.csv (urn, group, easting, northing), if present."""
+    sid = result["study"]["id"]
+    src = tables / MAP_TABLE
+    frame = pd.read_csv(src) if src.exists() else None
+    if frame is None or not set(MAP_COLUMNS) <= set(frame.columns):
+        return (":::{note}\nNo map: the results do not include the schools' locations "
+                f"(`tables/{MAP_TABLE}` with columns {', '.join(MAP_COLUMNS)}).\n:::\n")
+    from evaluation.report.figures import COLOURS, _save, plt
+
+    frame = frame.dropna(subset=["easting", "northing"]).sort_values(["group", "urn"], kind="stable")
+    fig, ax = plt.subplots(figsize=(5.2, 6.2))
+    for group, size, label in (("comparison", 6, "Matched comparison schools"),
+                               ("partnership", 10, "Partnership schools")):
+        d = frame[frame["group"] == group]
+        ax.scatter(d["easting"] / 1000, d["northing"] / 1000, s=size, color=COLOURS[group], alpha=0.7,
+                   label=f"{label} ({len(d):,})", linewidths=0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("Easting (km, British National Grid)")
+    ax.set_ylabel("Northing (km)")
+    ax.set_title("Where the schools are")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    _save(fig, fig_dir / "map.png")
+    return _figure(f"{rel}/map.png", f"{sid}-map",
+                   "Partnership schools and their matched comparison schools (British National Grid).")
+
+
+def _figure(path: str, name: str, caption: str, alt: str | None = None) -> str:
+    return (f"```{{figure}} {path}\n:name: {name}\n:alt: {alt or caption}\n:width: 100%\n\n"
+            f"{caption}\n```\n")
+
+
+def _balance_section(result: dict, rel: str) -> str:
+    sid = result["study"]["id"]
+    bal = result["diagnostics"].get("balance") or {}
+    rows = [[b["covariate"], num(b["mean_treated"]), num(b["mean_comparison_before"]),
+             num(b["mean_comparison_after"]), num(b["smd_before"]), num(b["smd_after"]),
+             num(b["variance_ratio_after"])] for b in result["matching"]["balance"]]
+    above = bal.get("covariates_above_threshold") or []
+    verdict = (f"After matching, every characteristic is within the usual threshold of "
+               f"{bal.get('threshold', 0.1)} standard deviations (largest {num(bal.get('max_abs_smd_after'))})."
+               if not above else
+               f"After matching, {len(above)} characteristic(s) still differ by more than "
+               f"{bal.get('threshold', 0.1)} standard deviations: {escape(', '.join(above))}.")
+    return "\n".join([
+        "## Were the groups alike before joining?", "",
+        "Standardised mean differences (SMD: the difference in means divided by the partnership schools' "
+        "standard deviation, as MatchIt reports it) before and after matching, and the variance ratio after "
+        "matching. " + verdict, "",
+        table(["Characteristic", "Partnership mean", "Pool mean", "Matched comparison mean", "SMD before",
+               "SMD after", "Variance ratio after"], rows, ["l", "r", "r", "r", "r", "r", "r"]),
+        _figure(f"{rel}/love_plot.png", f"{sid}-love",
+                "Love plot: absolute standardised mean differences before (open) and after (filled) matching; "
+                "the dashed line is 0.1."),
+    ])
+
+
+def _trends_section(result: dict, rel: str) -> str:
+    sid = result["study"]["id"]
+    return "\n".join([
+        "## Outcome trends", "",
+        f"Mean {escape(_lower_first(result['outcome']['description'].rstrip('.')))} of partnership schools and their "
+        "matched comparison schools by year relative to joining (comparison schools aligned on the joining "
+        "year of the partnership schools they were matched to, weighted by the matching weights).", "",
+        _figure(f"{rel}/trends.png", f"{sid}-trends", "Outcome trends, partnership vs matched comparison schools."),
+    ])
+
+
+def _pretrend_rows(result: dict) -> list[list]:
+    rows = []
+    for name, t in sorted((result["diagnostics"].get("pretrend") or {}).items()):
+        if not t:
+            continue
+        if "F" in t:
+            stat = f"F = {num(t['F'])} ({t['df1']}, {t['df2']} df)"
+        elif "statistic" in t:
+            df2 = t["df2"] if t.get("df2") else "\u221e"
+            stat = f"F = {num(t['statistic'])} ({t['df1']}, {df2} df)"
+        elif "W" in t:
+            stat = f"Wald \u03c7\u00b2 = {num(t['W'])} ({t['df']} df)"
+        else:
+            stat = "\u2014"
+        test = t.get("test") or "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test)"
+        verdict = "fails: groups diverged before joining" if t.get("p_value") is not None and t["p_value"] < 0.05 \
+            else "passes (no evidence of different paths before joining)"
+        rows.append([estimator_name(name), test, stat, pvalue(t.get("p_value")), verdict])
+    return rows
+
+
+def _event_section(result: dict, rel: str) -> str:
+    sid = result["study"]["id"]
+    out = ["## Effect by year since joining (event study)", "",
+           "Each point is the estimated difference between partnership and comparison schools in a year "
+           "relative to joining, against the year before joining (-1), with its 95% confidence interval. "
+           "Before joining (negative years) the points should sit around zero: if they do not, the two groups "
+           "were already on different paths and the estimate after joining is in doubt.", "",
+           _figure(f"{rel}/event_study.png", f"{sid}-event-study",
+                   "Event study: effect by year since joining, with 95% confidence intervals"
+                   + (" and the planted (synthetic) effect." if is_synthetic(result) else ".")),
+           "**Pre-trend tests** (joint tests that the effects before joining are all zero):", ""]
+    rows = _pretrend_rows(result)
+    out.append(table(["Estimator", "Test", "Statistic", "p-value", "Reading"], rows, ["l", "l", "r", "r", "l"])
+               if rows else "No pre-trend test was computed for this study.\n")
+    return "\n".join(out)
+
+
+def _estimates_section(result: dict) -> str:
+    ests = result["estimates"]
+    primary = result["primary_estimator"]
+    rows, conventions = [], []
+    for name in ordered_estimators(ests):
+        e = ests[name]
+        label = estimator_name(name) + (" (primary)" if name == primary else "")
+        if e["estimate"] is None:
+            rows.append([label, "event-time only", "\u2014", "\u2014", "\u2014", count(e["n_units"]),
+                         count(e["n_clusters"])])
+        else:
+            rows.append([label, num(e["estimate"], 3), f"{num(e['ci_low'], 3)} to {num(e['ci_high'], 3)}",
+                         num(e["se"], 3), pvalue(e["p"]), count(e["n_units"]), count(e["n_clusters"])])
+        v = e["variance"]
+        conventions.append(f"- **{estimator_name(name)}**: {escape(v['kind'])}; small-sample correction: "
+                           f"{escape(v['small_sample'])}; inference: "
+                           + (f"t with {v['df']} df" if v.get("df") else "normal approximation") + ".")
+        for note in e.get("notes") or []:
+            conventions.append(f"  - note: {escape(note)}")
+    return "\n".join([
+        "## Estimates across estimators", "",
+        f"The average effect on {escape(result['outcome']['name'])} ({escape(unit_words(result))}) after joining, "
+        "by each estimator. Two-way fixed effects can be biased when schools join at different times and effects "
+        "grow with time (Goodman-Bacon 2021); the other estimators are built to avoid that bias. The headline "
+        f"uses the primary estimator, {estimator_name(primary)}.", "",
+        table(["Estimator", "Estimate", "95% CI", "SE", "p", "Schools", "Clusters"], rows,
+              ["l", "r", "r", "r", "r", "r", "r"]),
+        "**Variance convention of each estimator** (as the code names it):", "",
+        "\n".join(conventions), "",
+    ])
+
+
+def _robustness_section(result: dict) -> str:
+    diag = result["diagnostics"]
+    c = result["counts"]
+    sec = security_rating(result)
+    es = effect_size(result)
+    out = ["## Robustness and diagnostics", ""]
+    out += ["### Goodman-Bacon decomposition", ""]
+    bacon = diag.get("bacon")
+    if bacon and bacon.get("by_type"):
+        rows = [[escape(b["type"]), num(b["weight"], 3), num(b["avg_estimate"], 3)] for b in bacon["by_type"]]
+        out += [f"The static two-way fixed-effects estimate ({num(bacon['twfe'], 3)}) is a weighted average of "
+                f"simple two-group comparisons ({escape(bacon.get('note', ''))}). Weight on comparisons that use "
+                "already-joined schools as controls ('later vs earlier treated') signals possible bias when "
+                "effects change over time.", "",
+                table(["Comparison", "Weight", "Average estimate"], rows, ["l", "r", "r"])]
+    else:
+        out += [escape((bacon or {}).get("note", "Not computed for this study.")), ""]
+    out += ["### Pre-trend tests", ""]
+    rows = _pretrend_rows(result)
+    failed = [r for r in rows if r[4].startswith("fails")]
+    out += [(f"{len(failed)} of {len(rows)} pre-trend tests fail at the 5% level (see the event study above)."
+             if failed else f"None of the {len(rows)} pre-trend tests fails at the 5% level (see the event study "
+                            "above). A passed test is not proof of parallel trends: it may lack power."), ""]
+    bal = diag.get("balance") or {}
+    out += ["### Balance", "",
+            f"Largest absolute standardised mean difference after matching: {num(bal.get('max_abs_smd_after'))} "
+            f"(threshold {bal.get('threshold', 0.1)}).", ""]
+    out += ["### Attrition and power", "",
+            f"{pct(c['attrition'], 1)} of the partnership schools found ({count(c['treated_found'] - c['treated_analysed'])}"
+            f" of {count(c['treated_found'])}) are not in the analysis. The minimum detectable effect size is "
+            f"{num(sec.mdes)} ({escape(sec.mdes_source)}). The analysis uses {count(c['school_years'])} "
+            f"school-years in {count(c['clusters'])} clusters.", ""]
+    out += ["### Effect size", "",
+            f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es.sd, 3)}$: {escape(es.sd_label)}.", ""]
+    truth = result.get("synthetic_truth")
+    if truth:
+        primary = result["estimates"][result["primary_estimator"]]
+        inside = primary["ci_low"] <= truth["overall"] <= primary["ci_high"]
+        out += ["### Synthetic truth (synthetic data only)", "",
+                ":::{admonition} The planted effect: known only because the data are synthetic",
+                ":class: synthetic-truth", "",
+                f"{escape(truth['note'][0].upper() + truth['note'][1:])}. Planted average effect after joining: "
+                f"{num(truth['overall'], 3)} {escape(unit_words(result))}; the primary estimate is "
+                f"{num(primary['estimate'], 3)} (95% CI {num(primary['ci_low'], 3)} to {num(primary['ci_high'], 3)}), "
+                f"so the interval {'covers' if inside else 'does not cover'} the planted effect.", ":::", ""]
+    return "\n".join(out)
+
+
+def _provenance_section(result: dict) -> str:
+    p = result["provenance"]
+    return "\n".join([
+        "## Data provenance and how to reproduce", "",
+        table(["Item", "Value"], [
+            ["Study definition", f"`studies/{result['study']['id']}.toml`"],
+            ["Spec hash (SHA-256 of the definition)", f"`{p['spec_hash']}`"],
+            ["Data fingerprint (SHA-256 of the tables read)", f"`{p['data_fingerprint']}`"],
+            ["Package version", f"`{p['package_version']}`"],
+            ["Seed", f"`{p['seed']}`"],
+            ["Outcome years in the data", f"{result['outcome']['data_years'][0]}\u2013"
+                                          f"{result['outcome']['data_years'][-1]}"],
+            ["Result contract", f"schema version {result['schema_version']}"],
+        ]),
+        "To reproduce the numbers in this chapter, on a store with the same data fingerprint:", "",
+        "```bash", p["command"], "```", "",
+        "The same inputs, definition and seed give a byte-identical `result.json`.", "",
+    ])
+
+
+# ---------------------------------------------------------------------------- chapter
+
+
+def write_chapter(result: dict, result_dir: Path, source: Path) -> Chapter:
+    """Write ``studies/<id>.md`` (and copy its figures) into the book source directory."""
+    sid = result["study"]["id"]
+    fig_dir = source / "studies" / sid
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for name in FIGURES:
+        shutil.copyfile(result_dir / "figures" / name, fig_dir / name)
+    rel = sid
+    text = "\n".join([
+        f"(study-{sid})=",
+        f"# {escape(result['study']['title'])}", "",
+        summary_box(result),
+        _cohort_section(result, result_dir / "tables", fig_dir, rel),
+        _balance_section(result, rel),
+        _trends_section(result, rel),
+        _event_section(result, rel),
+        _estimates_section(result),
+        _robustness_section(result),
+        _provenance_section(result),
+    ])
+    path = source / "studies" / f"{sid}.md"
+    path.write_text(text, encoding="utf-8")
+    return Chapter(sid, result["study"]["title"], path, security_rating(result).padlocks)

@@ -1,0 +1,117 @@
+"""The synthesis chapter: every study side by side, the forest plot by partnership type,
+the random-effects meta-analysis (``evaluation.synthesis``) and a plain-English
+"what works" summary that never claims more than each study's security rating allows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evaluation.effects import effect_size, plain_summary, security_rating
+from evaluation.report.chapter import TYPE_WORDS, is_synthetic
+from evaluation.report.markdown import escape, num, padlocks_html, table
+from evaluation.synthesis import forest_plot, meta_analysis
+
+#: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
+SECURE = 3
+
+
+def _types(result: dict) -> str:
+    return ", ".join(TYPE_WORDS.get(t, t) for t in result["study"]["definition"]["cohort"]["partnership_types"])
+
+
+def _role_text(text: str) -> str:
+    """Text inside a MyST role (backslash escapes are not processed there)."""
+    return "".join(ch for ch in str(text) if ch not in "`<>")
+
+
+def _verdict(result: dict) -> str:
+    """What one study allows us to say, in words bounded by its padlocks."""
+    es = effect_size(result)
+    locks = security_rating(result).padlocks
+    months = abs(es.months)
+    if es.direction == "unclear":
+        return "no clear effect either way (the confidence interval includes zero)"
+    way = "better" if es.direction == "positive" else "worse"
+    size = f"about {months} month{'s' if months != 1 else ''}' {'more' if way == 'better' else 'less'} progress"
+    if locks >= SECURE:
+        return f"partnership schools did {way}: {size} ({locks} padlocks)"
+    return (f"a hint that partnership schools did {way} ({size}), but with only {locks} "
+            f"padlock{'s' if locks != 1 else ''} this is weak evidence")
+
+
+def write_synthesis(results: list[dict], source: Path) -> Path:
+    """Write ``synthesis.md`` and its forest plot into the book source directory."""
+    fig_dir = source / "synthesis"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in results:
+        es = effect_size(r)
+        sec = security_rating(r)
+        rows.append([f"{{ref}}`{_role_text(r['study']['title'])} <study-{r['study']['id']}>`", escape(_types(r)),
+                     f"{num(es.g)} ({num(es.ci_low)} to {num(es.ci_high)})", str(es.months), f"{sec.padlocks}/5",
+                     f"{r['counts']['treated_analysed']:,}"])
+    out = ["(synthesis)=", "# What works across studies", "",
+           "All the studies side by side. Effect sizes are Hedges' g of each study's primary estimate "
+           "(see each chapter for the standard deviation used); months' progress follows the EEF Toolkit "
+           "conversion; padlocks are each study's security rating.", "",
+           table(["Study", "Partnership type", "Effect size (95% CI)", "Months", "Padlocks", "Schools"], rows,
+                 ["l", "l", "r", "r", "r", "r"])]
+    if any(is_synthetic(r) for r in results):
+        out += [":::{note}", "These studies were run on the synthetic national panel: the patterns below test the "
+                "methods and are not findings about real schools.", ":::", ""]
+    out += ["## What works: the plain-English summary", ""]
+    for r in sorted(results, key=lambda r: (-security_rating(r).padlocks, r["study"]["id"])):
+        out.append(f"- **{escape(r['study']['title'])}** ({escape(_types(r))}): {escape(_verdict(r))}. "
+                   + escape(plain_summary(r)["caveat"]))
+    out.append("")
+    if len(results) < 2:
+        out += ["## Meta-analysis", "",
+                "Only one study is in this book, so there is nothing to pool: a meta-analysis needs at least two.",
+                ""]
+        path = source / "synthesis.md"
+        path.write_text("\n".join(out), encoding="utf-8")
+        return path
+    meta = meta_analysis(results)
+    forest_plot(meta, fig_dir / "forest_plot.png")
+    weakest = min(security_rating(r).padlocks for r in results)
+    formal = meta.table[meta.table["formal"]]
+    informal = meta.table[~meta.table["formal"]]
+    out += [
+        "## Forest plot by partnership type", "",
+        "```{figure} synthesis/forest_plot.png", ":name: synthesis-forest",
+        ":alt: Forest plot of effect sizes by partnership type, formal and informal, with the pooled estimate",
+        ":width: 100%", "",
+        "Effect sizes (Hedges' g) with 95% confidence intervals; formal partnerships (trusts, hard federations) "
+        "in blue, informal ones (alliances, soft federations, clusters) in amber; squares sized by the "
+        "random-effects weight; the diamond is the pooled estimate.", "```", "",
+        "## Random-effects meta-analysis", "",
+        f"Pooled across the {meta.k} studies ({escape(meta.method)}): "
+        f"$\\hat\\mu = {num(meta.pooled, 3)}$ (95% CI {num(meta.ci_low, 3)} to {num(meta.ci_high, 3)}, "
+        f"SE {num(meta.se, 3)}).", "",
+        table(["Heterogeneity", "Value", "Meaning"], [
+            ["$\\tau^2$", num(meta.tau2, 4), "variance of the true effects between studies"],
+            ["$I^2$", f"{100 * meta.i2:.0f}%", "share of the spread in estimates beyond chance"],
+            ["Cochran's Q", f"{num(meta.q)} ({meta.k - 1} df), p = {num(meta.q_p, 3)}",
+             "test that every study has the same true effect"],
+        ], ["l", "r", "l"]),
+        table(["Study", "Type", "Formal", "g", "95% CI", "Weight"], [
+            [escape(t.title), escape(t.partnership_type.replace("_", " ")), "yes" if t.formal else "no",
+             num(t.g, 3), f"{num(t.ci_low, 3)} to {num(t.ci_high, 3)}", f"{100 * t.weight:.0f}%"]
+            for t in meta.table.itertuples()], ["l", "l", "l", "r", "r", "r"]),
+        "**How to read the pooled number.** "
+        + (f"The studies disagree far more than chance would explain ($I^2$ = {100 * meta.i2:.0f}%), so the "
+           "pooled effect is an average over different kinds of partnership, phase and outcome, not the effect "
+           "of 'a partnership'; read the studies one by one. " if meta.i2 >= 0.5 else
+           f"The studies are reasonably consistent ($I^2$ = {100 * meta.i2:.0f}%). ")
+        + f"A pooled estimate is no more secure than the studies in it: the weakest has "
+          f"{padlocks_html(weakest)}.", "",
+        f"Formal partnerships: {len(formal)} stud{'ies' if len(formal) != 1 else 'y'}"
+        + (f", effect sizes {', '.join(num(g) for g in formal['g'])}" if len(formal) else "")
+        + f". Informal partnerships: {len(informal)} stud{'ies' if len(informal) != 1 else 'y'}"
+        + (f", effect sizes {', '.join(num(g) for g in informal['g'])}" if len(informal) else "")
+        + ". Effect sizes of different outcomes and phases are in different standard deviations (each chapter "
+          "says which), so comparisons between types are indicative only.", "",
+    ]
+    path = source / "synthesis.md"
+    path.write_text("\n".join(out), encoding="utf-8")
+    return path
