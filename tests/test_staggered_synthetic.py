@@ -34,8 +34,9 @@ Effect sizes
 The default hard-federation effect is 0.12 SD of latent quality reached after 3 years.
 Once it plateaus the effect is nearly static, and with ~20 times more never-joined than
 federated schools TWFE puts ~98% of its weight on clean "treated vs never treated"
-comparisons; its bias (about -0.02 points against a TWFE standard error of ~0.07 at
-20,000 schools) is then invisible. So the tests plant an effect that keeps growing:
+comparisons; its bias is then invisible (seed 1, 20,000 schools: TWFE estimand 0.223 vs
+true simple ATT 0.230 reading-score points, a bias of -0.007 against a TWFE standard error
+of 0.071). So the tests plant an effect that keeps growing:
 ``GROWING`` gives hard federations 0.1 latent SD per year of membership for 12 years
 (0.22 reading-score points a year). Every other type keeps its default (none of them is
 in the analysis panel); selection is unchanged.
@@ -266,7 +267,7 @@ def test_estimates_on_the_data_are_centred_on_their_estimands(one_seed):
 # --------------------------------------------------------------------------------------
 
 SEEDS = tuple(range(100, 108))
-N_SCHOOLS = 50_000  # ~45 treated schools per cohort after balancing
+N_SCHOOLS = 50_000  # 40-70 treated schools per cohort after balancing, ~13,000 controls
 
 
 def _one_replication(seed: int) -> dict:
