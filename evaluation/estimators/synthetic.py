@@ -225,8 +225,9 @@ def _fw(Y: np.ndarray, zeta: float, intercept: bool, x: np.ndarray, min_decrease
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(denom > 0, num / denom, 0.0)
         step = np.minimum(1.0, np.maximum(0.0, step))
-        vertex = (xi == 1.0) & (np.count_nonzero(x, axis=1) == 1)  # all(d.x == 0)
-        step[vertex] = 0.0
+        at_one = np.flatnonzero(xi == 1.0)
+        if at_one.size:  # all(d.x == 0): x is already the vertex i
+            step[at_one[np.count_nonzero(x[at_one], axis=1) == 1]] = 0.0
         x = x * (1 - step)[:, None]
         x[rows, i] += step
         r = r + step[:, None] * d_err
@@ -315,6 +316,7 @@ class _Opts:
     update_omega: bool
     update_lambda: bool
     min_decrease: float
+    noise_level: float
     max_iter: int = _MAX_ITER
 
 
@@ -350,19 +352,20 @@ def _fit(Y: np.ndarray, N0: int, T0: int, opts: _Opts, omega: np.ndarray | None,
 # ----------------------------------------------------------------------------------------
 
 def _placebo_draws(Y: np.ndarray, N0: int, T0: int, opts: _Opts, omega: np.ndarray,
-                   lam: np.ndarray, replications: int, rng: np.random.Generator) -> np.ndarray:
-    """``placebo_se``'s replications: permute the controls, the last N1 play the treated.
+                   lam: np.ndarray, perms: np.ndarray) -> np.ndarray:
+    """``placebo_se``'s replications, one per row of ``perms`` (permutations of the controls):
+    the last N1 controls of each permutation play the treated units.
 
     Each replication starts from the fitted omega restricted to its controls (renormalised)
-    and the fitted lambda, and re-solves the weights the original fit solved.
+    and the fitted lambda, and re-solves the weights the original fit solved, with the
+    original fit's zetas and stopping rule (synthdid's ``opts``).
     """
     N1 = Y.shape[0] - N0
     n0 = N0 - N1
-    perms = np.stack([rng.permutation(N0) for _ in range(replications)])
-    Yb = Y[perms]  # (R, N0, T)
+    R = perms.shape[0]
     om0 = _sum_normalize(omega[perms[:, :n0]])
-    lam0 = np.broadcast_to(lam, (replications, T0)).copy()
-    return _fit(Yb, n0, T0, opts, om0, lam0)[2]
+    lam0 = np.broadcast_to(lam, (R, T0)).copy()
+    return _fit(Y[perms], n0, T0, opts, om0, lam0)[2]
 
 
 def _jackknife_se(Y: np.ndarray, N0: int, T0: int, omega: np.ndarray, lam: np.ndarray) -> float:
@@ -413,6 +416,34 @@ _LABELS = {"synthdid": "Synthetic difference-in-differences (Arkhangelsky et al.
            "did": "Difference-in-differences (synthdid's did_estimate)"}
 
 
+def _fit_block(kind: str, Y: np.ndarray, N0: int, T0: int):
+    """The three estimators' defaults (synthdid_estimate, sc_estimate, did_estimate) and fit.
+
+    Returns (opts, omega, lambda, estimate).
+    """
+    N, T = Y.shape
+    N1, T1 = N - N0, T - T0
+    noise = float(np.std(np.diff(Y[:N0, :T0], axis=1), ddof=1))
+    min_decrease = 1e-5 * noise
+    if kind == "synthdid":
+        opts = _Opts(zeta_omega=(N1 * T1) ** 0.25 * noise, zeta_lambda=1e-6 * noise,
+                     omega_intercept=True, lambda_intercept=True, update_omega=True,
+                     update_lambda=True, min_decrease=min_decrease, noise_level=noise)
+        om0, lam0 = None, None
+    elif kind == "sc":
+        opts = _Opts(zeta_omega=1e-6 * noise, zeta_lambda=1e-6 * noise, omega_intercept=False,
+                     lambda_intercept=True, update_omega=True, update_lambda=False,
+                     min_decrease=min_decrease, noise_level=noise)
+        om0, lam0 = None, np.zeros((1, T0))
+    else:
+        opts = _Opts(zeta_omega=(N1 * T1) ** 0.25 * noise, zeta_lambda=1e-6 * noise,
+                     omega_intercept=True, lambda_intercept=True, update_omega=False,
+                     update_lambda=False, min_decrease=min_decrease, noise_level=noise)
+        om0, lam0 = np.full((1, N0), 1.0 / N0), np.full((1, T0), 1.0 / T0)
+    om, lm, tau = _fit(Y[None], N0, T0, opts, om0, lam0)
+    return opts, om[0], lm[0], float(tau[0])
+
+
 def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, seed):
     if se is not None and se not in SE_METHODS:
         raise InputError(problem(f"a standard-error method, one of {', '.join(SE_METHODS)} "
@@ -424,25 +455,7 @@ def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, 
     Y, N0, T0 = blk.Y, blk.N0, blk.T0
     N, T = Y.shape
     N1, T1 = N - N0, T - T0
-    noise = float(np.std(np.diff(Y[:N0, :T0], axis=1), ddof=1))
-    min_decrease = 1e-5 * noise
-    if kind == "synthdid":
-        opts = _Opts(zeta_omega=(N1 * T1) ** 0.25 * noise, zeta_lambda=1e-6 * noise,
-                     omega_intercept=True, lambda_intercept=True, update_omega=True,
-                     update_lambda=True, min_decrease=min_decrease)
-        om0, lam0 = None, None
-    elif kind == "sc":
-        opts = _Opts(zeta_omega=1e-6 * noise, zeta_lambda=1e-6 * noise, omega_intercept=False,
-                     lambda_intercept=True, update_omega=True, update_lambda=False,
-                     min_decrease=min_decrease)
-        om0, lam0 = None, np.zeros((1, T0))
-    else:
-        opts = _Opts(zeta_omega=(N1 * T1) ** 0.25 * noise, zeta_lambda=1e-6 * noise,
-                     omega_intercept=True, lambda_intercept=True, update_omega=False,
-                     update_lambda=False, min_decrease=min_decrease)
-        om0, lam0 = np.full((1, N0), 1.0 / N0), np.full((1, T0), 1.0 / T0)
-    om, lm, tau = _fit(Y[None], N0, T0, opts, om0, lam0)
-    omega, lam, tau = om[0], lm[0], float(tau[0])
+    opts, omega, lam, tau = _fit_block(kind, Y, N0, T0)
 
     notes: list[str] = []
     draws = None
@@ -451,7 +464,9 @@ def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, 
             raise InputError(problem(
                 f"more comparison units than treated units for placebo standard errors; "
                 f"{N0} comparison and {N1} treated", column=treated))
-        draws = _placebo_draws(Y, N0, T0, opts, omega, lam, replications, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        perms = np.stack([rng.permutation(N0) for _ in range(replications)])
+        draws = _placebo_draws(Y, N0, T0, opts, omega, lam, perms)
         se_value = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
         small = (f"sqrt((R-1)/R) * SD of R = {replications} placebo estimates (synthdid "
                  f"vcov method 'placebo', Algorithm 4 of Arkhangelsky et al. 2021; seed {seed})")
@@ -505,7 +520,7 @@ def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, 
         "control_units": list(blk.controls),
         "first_treated_period": blk.times[T0],
         "N0": N0, "N1": N1, "T0": T0, "T1": T1,
-        "noise_level": noise,
+        "noise_level": opts.noise_level,
         "zeta_omega": opts.zeta_omega,
         "zeta_lambda": opts.zeta_lambda,
         "omega_intercept": opts.omega_intercept,
