@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import optimize, stats
-from scipy.special import ndtri
+from scipy.special import ndtr, ndtri
 
 from evaluation.errors import InputError, problem
 
@@ -525,8 +525,8 @@ class _FoldedNormal:
         if self.simulate:
             return float(np.quantile(np.abs(self.draws + mu), p))
         mu = abs(mu)
-        f = lambda q: stats.norm.cdf(q - mu) - stats.norm.cdf(-q - mu) - p
-        return float(optimize.brentq(f, 0.0, mu + 10.0, xtol=1e-14))
+        return float(optimize.brentq(lambda q: ndtr(q - mu) - ndtr(-q - mu) - p, 0.0, mu + 10.0,
+                                     xtol=1e-14))
 
 
 def smoothness_flci(betahat, sigma, num_pre: int, num_post: int, m: float, *, l_vec=None,
@@ -563,7 +563,7 @@ def smoothness_flci(betahat, sigma, num_pre: int, num_post: int, m: float, *, l_
             return h * exact.quantile(1 - alpha, m * bb / h)
 
         res = optimize.minimize_scalar(half, bounds=(h_min, h0), method="bounded",
-                                       options={"xatol": 1e-10 * h0})
+                                       options={"xatol": 1e-7 * h0})
         h_star = float(res.x)
         for cand in (h_min, h0):  # convex on [h_min, h0]: check the ends too
             if half(cand) < half(h_star):
