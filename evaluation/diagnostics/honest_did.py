@@ -813,7 +813,7 @@ def event_study_inputs(result, *, ref: int = -1, unit_cluster=None):
 
 def honest_did(event_study_result, *, ref: int = -1, l_vec=None, mbar=(0.5, 1, 1.5, 2),
                m=(0, 0.01, 0.02, 0.03, 0.04, 0.05), alpha: float = 0.05, breakdown: bool = True,
-               unit_cluster=None, seed: int = 0) -> HonestDiDResult:
+               unit_cluster=None, rm_grid: str = "idset", seed: int = 0) -> HonestDiDResult:
     """Rambachan & Roth (2023) sensitivity analysis of an event study.
 
     ``event_study_result``: our ``event_study`` FeolsResult or a CS dynamic aggregation (see
@@ -823,5 +823,5 @@ def honest_did(event_study_result, *, ref: int = -1, l_vec=None, mbar=(0.5, 1, 1
     beta, sig, npre, npost, terms = event_study_inputs(event_study_result, ref=ref,
                                                        unit_cluster=unit_cluster)
     res = sensitivity(beta, sig, npre, npost, l_vec=l_vec, mbar=mbar, m=m, alpha=alpha,
-                      breakdown=breakdown, seed=seed, terms=terms)
+                      breakdown=breakdown, rm_grid=rm_grid, seed=seed, terms=terms)
     return res
