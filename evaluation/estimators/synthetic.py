@@ -48,6 +48,7 @@ SE_METHODS = ("placebo", "jackknife", "bootstrap")
 
 _MAX_ITER = 10_000          # synthdid max.iter
 _MAX_ITER_PRE_SPARSIFY = 100  # synthdid max.iter.pre.sparsify
+_GRAM_BUDGET = 4_000_000  # float64 entries of Gram matrices per batch of placebo fits
 
 
 # ----------------------------------------------------------------------------------------
@@ -363,9 +364,15 @@ def _placebo_draws(Y: np.ndarray, N0: int, T0: int, opts: _Opts, omega: np.ndarr
     N1 = Y.shape[0] - N0
     n0 = N0 - N1
     R = perms.shape[0]
-    om0 = _sum_normalize(omega[perms[:, :n0]])
-    lam0 = np.broadcast_to(lam, (R, T0)).copy()
-    return _fit(Y[perms], n0, T0, opts, om0, lam0)[2]
+    # batches small enough that the solver's Gram matrices stay within ~32 MB
+    chunk = max(1, min(R, _GRAM_BUDGET // max(n0 * n0, T0 * T0)))
+    out = np.empty(R)
+    for lo in range(0, R, chunk):
+        p = perms[lo:lo + chunk]
+        om0 = _sum_normalize(omega[p[:, :n0]])
+        lam0 = np.broadcast_to(lam, (len(p), T0)).copy()
+        out[lo:lo + chunk] = _fit(Y[p], n0, T0, opts, om0, lam0)[2]
+    return out
 
 
 def _jackknife_se(Y: np.ndarray, N0: int, T0: int, omega: np.ndarray, lam: np.ndarray) -> float:
