@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "evaluation.cli.match_cmd",
     "evaluation.cli.regress_cmd",
     "evaluation.cli.estimate_cmd",
+    "evaluation.cli.book_cmd",
 ]
 
 

@@ -138,7 +138,8 @@ def write_source(studies: list[StudyResults], source: str | Path, static: Path =
             shutil.copytree(src, source / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copyfile(src, source / item)
-    shutil.copytree(mathjax_dir(), source / "_static" / "mathjax")
+    # Not under _static: Jupyter Book would add every .js there to every page.
+    shutil.copytree(mathjax_dir(), source / "_mathjax" / "mathjax")
     results = [s.result for s in studies]
     chapters = [write_chapter(s.result, s.directory, source).study_id for s in studies]
     write_synthesis(results, source)

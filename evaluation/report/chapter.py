@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.effects import effect_size, plain_summary, security_rating
-from evaluation.report.markdown import (count, escape, estimator_name, num, ordered_estimators, padlocks_html, pct,
-                                        pvalue, table)
+from evaluation.report.markdown import (count, escape, estimator_name, months_words, num, ordered_estimators,
+                                        padlocks_html, pct, pvalue, table)
 
 FIGURES = ("trends.png", "event_study.png", "love_plot.png")
 MAP_TABLE = "schools.csv"
@@ -78,7 +78,6 @@ def summary_box(result: dict) -> str:
     primary = result["estimates"][result["primary_estimator"]]
     c = result["counts"]
     lo_m, hi_m = es.months_ci
-    month_word = "month" if abs(es.months) == 1 else "months"
     reasons = "\n".join(f"  - {escape(r)}" for r in sec.reasons) or "  - none: the study keeps every padlock"
     lines = [
         ":::{admonition} Summary",
@@ -89,7 +88,8 @@ def summary_box(result: dict) -> str:
         f"**The answer.** {escape(words['answer'])}",
         "",
         f"**How much.** Effect size {num(es.g)} (95% confidence interval {num(es.ci_low)} to {num(es.ci_high)}), "
-        f"about **{es.months} {month_word}' additional progress** (range {lo_m} to {hi_m} months). "
+        f"about **{months_words(es.months)} {'additional' if es.months >= 0 else 'less'} progress** "
+        f"(range {lo_m} to {hi_m} months; negative means less progress). "
         f"In the outcome's own units: {num(primary['estimate'])} {escape(unit_words(result))} "
         f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])}).",
         "",

@@ -69,6 +69,12 @@ def table(headers: list[str], rows: list[list], align: list[str] | None = None) 
     return "\n".join(lines) + "\n"
 
 
+def months_words(months: int) -> str:
+    """'1 month's', '3 months'': the possessive a number of months takes before 'progress'."""
+    n = abs(int(months))
+    return f"{n} month's" if n == 1 else f"{n} months'"
+
+
 def escape(text: str) -> str:
     """Plain text for a markdown paragraph: characters MyST would read as markup are escaped."""
     out = str(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from evaluation.effects import effect_size, plain_summary, security_rating
 from evaluation.report.chapter import TYPE_WORDS, is_synthetic
-from evaluation.report.markdown import escape, num, padlocks_html, table
+from evaluation.report.markdown import escape, months_words, num, padlocks_html, table
 from evaluation.synthesis import forest_plot, meta_analysis
 
 #: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
@@ -28,11 +28,11 @@ def _verdict(result: dict) -> str:
     """What one study allows us to say, in words bounded by its padlocks."""
     es = effect_size(result)
     locks = security_rating(result).padlocks
-    months = abs(es.months)
     if es.direction == "unclear":
         return "no clear effect either way (the confidence interval includes zero)"
     way = "better" if es.direction == "positive" else "worse"
-    size = f"about {months} month{'s' if months != 1 else ''}' {'more' if way == 'better' else 'less'} progress"
+    size = (f"about {months_words(es.months)} {'more' if way == 'better' else 'less'} progress" if es.months
+            else "a very small effect, less than one month's progress")
     if locks >= SECURE:
         return f"partnership schools did {way}: {size} ({locks} padlocks)"
     return (f"a hint that partnership schools did {way} ({size}), but with only {locks} "

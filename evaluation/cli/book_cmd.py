@@ -1,0 +1,99 @@
+"""``impact book build`` (results -> the published Jupyter Book) and ``impact demo``
+(synthesize the national panel, run every example study, build the book)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from evaluation.cli.output import emit_json
+
+DEFAULT_OUT = "book"  # the HTML lands in book/_build/html (git-ignored), the source in book/_build/source
+
+
+def register(sub) -> None:
+    book = sub.add_parser("book", help="build the published Jupyter Book from results/",
+                          description="Turn every results/<id>/ into a chapter and build static HTML "
+                                      "(Jupyter Book 1.x, strict, offline).")
+    book_sub = book.add_subparsers(dest="book_command", metavar="SUBCOMMAND", required=True)
+    build = book_sub.add_parser("build", help="build the book: one chapter per study, synthesis, methods, "
+                                              "data dictionary")
+    build.add_argument("--results", default="results", help="results directory (default results/)")
+    build.add_argument("--out", default=DEFAULT_OUT,
+                       help="output directory; the HTML goes to OUT/_build/html (default book/)")
+    build.add_argument("--json", action="store_true", help="print {index, studies, seconds} as JSON")
+    build.set_defaults(handler=_build)
+
+    demo = sub.add_parser("demo", help="synthesize the national panel, run every example study, build the book",
+                          description="The main job in one command: synthesize the national panel into the "
+                                      "store, run every studies/*.toml into results/, build the book and print "
+                                      "the path of its index.html.")
+    demo.add_argument("--store", help="store file (default data/impact.duckdb or $IMPACT_STORE)")
+    demo.add_argument("--results", default="results", help="results directory (default results/)")
+    demo.add_argument("--out", default=DEFAULT_OUT,
+                      help="book output directory; the HTML goes to OUT/_build/html (default book/)")
+    demo.add_argument("--seed", type=int, default=2024, help="seed of the synthetic panel (default 2024)")
+    demo.add_argument("--studies", default="studies", help="directory of study definitions (default studies/)")
+    demo.add_argument("--json", action="store_true", help="print {index, studies, seconds} as JSON")
+    demo.set_defaults(handler=_demo)
+
+
+def _say(args):
+    return (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _build_book(args, say) -> tuple[Path | None, int]:
+    from evaluation.report.book import BookBuildError, build_book
+
+    try:
+        return build_book(args.results, args.out, say=say), 0
+    except BookBuildError as err:
+        print(f"impact: error: {err}", file=sys.stderr)
+        return None, 1
+
+
+def _report(args, index: Path, studies: list[str], t0: float) -> int:
+    if args.json:
+        emit_json({"index": str(index), "studies": studies, "seconds": round(time.perf_counter() - t0, 1)})
+    else:
+        print(index)
+    return 0
+
+
+def _build(args) -> int:
+    from evaluation.report.book import load_results
+
+    t0 = time.perf_counter()
+    studies = [s.result["study"]["id"] for s in load_results(args.results)]
+    index, code = _build_book(args, _say(args))
+    return code if index is None else _report(args, index, studies, t0)
+
+
+def _demo(args) -> int:
+    from evaluation.data.national import synthesize
+    from evaluation.data.panels import load_study_data
+    from evaluation.data.store import Store
+    from evaluation.errors import InputError, problem
+    from evaluation.pipeline import run_study
+    from evaluation.report.outputs import write_results
+    from evaluation.study import load_study
+
+    t0 = time.perf_counter()
+    say = _say(args)
+    specs = sorted(Path(args.studies).glob("*.toml"))
+    if not specs:
+        raise InputError(problem("no study definitions (*.toml) found", file=str(args.studies)))
+    studies = [load_study(p) for p in specs]  # check every definition before the long steps
+    store = Store(args.store)
+    say(f"[demo 1/3] synthesizing the national panel (seed {args.seed}) into {store.path}")
+    synthesize(store, seed=args.seed, progress=lambda m: say("  " + m))
+    say(f"[demo 2/3] running {len(studies)} studies into {args.results}/")
+    for study in studies:
+        say(f"  {study.id}")
+        data = load_study_data(store, study)
+        path = write_results(run_study(study, data), args.results)
+        say(f"    -> {path}/result.json")
+    say("[demo 3/3] building the book")
+    index, code = _build_book(args, say)
+    return code if index is None else _report(args, index, [s.id for s in studies], t0)
