@@ -47,20 +47,12 @@ class CohortSpec(_Strict):
     @field_validator("partnership_types")
     @classmethod
     def _types(cls, v):
-        allowed = load_schema("partnerships").column("type").allowed
-        for t in v:
-            if t not in allowed:
-                raise ValueError(_unknown("partnership type", t, allowed))
-        return v
+        return _all_allowed(v, load_schema("partnerships").column("type").allowed, "partnership type")
 
     @field_validator("regions")
     @classmethod
     def _regions(cls, v):
-        allowed = load_schema("schools").column("region").allowed
-        for r in v:
-            if r not in allowed:
-                raise ValueError(_unknown("region", r, allowed))
-        return v
+        return _all_allowed(v, load_schema("schools").column("region").allowed, "region")
 
     @field_validator("joined_between")
     @classmethod
@@ -115,10 +107,7 @@ class MatchingSpec(_Strict):
     @field_validator("covariates")
     @classmethod
     def _covs(cls, v):
-        for c in v:
-            if c not in COVARIATES:
-                raise ValueError(_unknown("matching covariate", c, COVARIATES))
-        return v
+        return _all_allowed(v, COVARIATES, "matching covariate")
 
 
 class EstimatorsSpec(_Strict):
@@ -128,10 +117,7 @@ class EstimatorsSpec(_Strict):
     @field_validator("use")
     @classmethod
     def _use(cls, v):
-        for e in v:
-            if e not in ESTIMATORS:
-                raise ValueError(_unknown("estimator", e, ESTIMATORS))
-        return v
+        return _all_allowed(v, ESTIMATORS, "estimator")
 
     @model_validator(mode="after")
     def _primary_used(self):
@@ -180,6 +166,14 @@ class Study(_Strict):
     def spec_hash(self) -> str:
         """SHA-256 of the parsed definition (formatting and comments do not change it)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def _all_allowed(values, allowed, what: str):
+    """``values`` unchanged if each is in ``allowed``; else a ValueError suggesting the closest."""
+    for v in values:
+        if v not in allowed:
+            raise ValueError(_unknown(what, v, allowed))
+    return values
 
 
 def _unknown(what: str, value, allowed) -> str:
