@@ -183,7 +183,7 @@ def export_dfe(panel: SyntheticPanel, out_dir: str | Path, years=None,
 
 def _third_thursday_of_january(year: int) -> pd.Timestamp:
     first = pd.Timestamp(year, 1, 1)
-    return first + pd.Timedelta(days=(3 - first.dayofweek) % 7 + 14)
+    return first + pd.Timedelta(days=(3 - first.day_of_week) % 7 + 14)
 
 
 def _dmy(dates: pd.Series) -> pd.Series:
