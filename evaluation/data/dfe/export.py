@@ -53,7 +53,10 @@ What the DfE formats cannot carry (lost or approximated on import):
 * leaving dates: group links carry none. The importer derives them from the URN's or
   the group's closing, or the day before the school joins another group of the same
   type; a re-brokered academy's leaving date becomes the day before it joins its new
-  trust (the panel has it leave on 31 August, sometimes after that join);
+  trust (the panel has it leave on 31 August, sometimes after that join); a school that
+  leaves a group which carries on keeps its membership until the group closes; and where
+  the generator lets a member of a dissolved group leave after the group's closing date,
+  the import ends the membership at the closing;
 * the maintained school type before conversion: the panel keeps only the academy
   type, so predecessor URNs are written as "Community school" (NFTYPE CY); the
   imported school takes its descriptors from the academy URN, as in the panel;
