@@ -45,6 +45,7 @@ class StudyRun:
     cohort: Cohort
     estimators: dict[str, EstimatorResult] = field(default_factory=dict)
     balance: pd.DataFrame | None = None
+    schools: pd.DataFrame | None = None  # analysed schools: urn, name, group, easting, northing, la_code, region
 
 
 # ---------------------------------------------------------------------------- matching
@@ -420,7 +421,10 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
                                    primary.overall.se if primary.overall else None),
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
     }
-    return StudyRun(result, panel, matched, cohort, ests, bal)
+    units = panel.drop_duplicates("urn")[["urn", "cohort"]]
+    schools = units.merge(data.schools[["urn", "name", "easting", "northing", "la_code", "region"]], on="urn")
+    schools.insert(1, "group", np.where(schools.pop("cohort") > 0, "partnership", "comparison"))
+    return StudyRun(result, panel, matched, cohort, ests, bal, schools.sort_values("urn").reset_index(drop=True))
 
 
 def _bacon(panel: pd.DataFrame) -> dict | None:

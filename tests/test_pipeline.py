@@ -30,7 +30,7 @@ def test_run_writes_results_and_reproduces_them_exactly(tmp_path, run_cli, small
     StudyResult.model_validate(result)
     for name in ("trends.png", "event_study.png", "love_plot.png"):
         assert (target / "figures" / name).stat().st_size > 1000
-    for name in ("balance", "estimates", "event_study", "cohort", "matched_pairs", "trends"):
+    for name in ("balance", "estimates", "event_study", "cohort", "matched_pairs", "trends", "schools"):
         assert (target / "tables" / f"{name}.csv").exists()
     code, _, _ = run_cli("run", study, "--store", small_store.path, "--results", tmp_path / "b")
     assert code == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -41,31 +42,22 @@ def _tables(run: StudyRun) -> dict[str, pd.DataFrame]:
         "cohort": cohort.astype({"joined": "string"}),
         "matched_pairs": pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(),
         "trends": pd.DataFrame(r["trends"]),
+        "schools": run.schools if run.schools is not None else pd.DataFrame(),
     }
 
 
-def write_results(run: StudyRun, results_root: str | Path) -> Path:
-    """Validate result.json against the contract and write the whole directory atomically."""
-    StudyResult.model_validate(run.result)
-    root = Path(results_root)
+def atomic_directory(root: str | Path, name: str, fill: Callable[[Path], None]) -> Path:
+    """Create ``root/name`` by filling a temporary sibling and swapping it into place: the
+    old directory stays until the new one is complete; on failure nothing changes."""
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    study_id = run.result["study"]["id"]
-    target = root / study_id
-    tmp = root / f".{study_id}.tmp-{os.getpid()}"
-    old = root / f".{study_id}.old-{os.getpid()}"
+    target = root / name
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    old = root / f".{name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        (tmp / RESULT_FILE).write_text(dumps(run.result), encoding="utf-8")
-        tables = tmp / "tables"
-        tables.mkdir()
-        for name, frame in _tables(run).items():
-            frame.to_csv(tables / f"{name}.csv", index=False, lineterminator="\n")
-        figs = tmp / "figures"
-        figs.mkdir()
-        figures.trends_plot(run.result, figs / "trends.png")
-        figures.event_study_plot(run.result, figs / "event_study.png")
-        figures.love_plot(run.result, figs / "love_plot.png")
+        fill(tmp)
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
@@ -76,3 +68,22 @@ def write_results(run: StudyRun, results_root: str | Path) -> Path:
         raise
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def write_results(run: StudyRun, results_root: str | Path) -> Path:
+    """Validate result.json against the contract and write the whole directory atomically."""
+    StudyResult.model_validate(run.result)
+
+    def fill(tmp: Path) -> None:
+        (tmp / RESULT_FILE).write_text(dumps(run.result), encoding="utf-8")
+        tables = tmp / "tables"
+        tables.mkdir()
+        for name, frame in _tables(run).items():
+            frame.to_csv(tables / f"{name}.csv", index=False, lineterminator="\n")
+        figs = tmp / "figures"
+        figs.mkdir()
+        figures.trends_plot(run.result, figs / "trends.png")
+        figures.event_study_plot(run.result, figs / "event_study.png")
+        figures.love_plot(run.result, figs / "love_plot.png")
+
+    return atomic_directory(results_root, run.result["study"]["id"], fill)
