@@ -231,7 +231,8 @@ def test_performance_values_and_markers(fast, kind, year):
         values = pd.to_numeric(exp[field], errors="coerce")
         assert np.allclose(got[field].astype(float), values, equal_nan=True), field
         markers = exp[field][values.isna()]
-        kept = missing[missing["column_name"] == field].set_index(missing[missing["column_name"] == field]["urn"].astype(int))
+        kept = missing[missing["column_name"] == field]
+        kept = kept.set_index(kept["urn"].astype(int))
         assert kept["code"].sort_index().to_dict() == markers.sort_index().to_dict(), field
     # columns DfE did not publish that year stay missing (e.g. Attainment 8 before 2016)
     unpublished = [c for c in performance_mappings()[kind]["columns"] if c not in fields]

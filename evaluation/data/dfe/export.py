@@ -279,7 +279,8 @@ def _establishments(panel: SyntheticPanel, s: pd.DataFrame, census: pd.Timestamp
         "PhaseOfEducation (name)": rows["phase"].map(PHASE), "NumberOfPupils": pupils, "PercentageFSM": fsm,
         "CensusDate": np.where(has_census, census.strftime("%d/%m/%Y"), ""),
         "Trusts (code)": "", "Trusts (name)": "", "SchoolSponsors (name)": "", "Federations (code)": "",
-        "Federations (name)": "", "GOR (name)": rows["region"], "UrbanRural (name)": rows["urban_rural"].map(URBAN_RURAL),
+        "Federations (name)": "", "GOR (name)": rows["region"],
+        "UrbanRural (name)": rows["urban_rural"].map(URBAN_RURAL),
         "Easting": rows["easting"], "Northing": rows["northing"],
     })
     return out.sort_values("URN", key=lambda u: u.astype(int), kind="stable")[EST_COLUMNS].reset_index(drop=True)
@@ -309,7 +310,8 @@ def _groups(panel: SyntheticPanel, s: pd.DataFrame, snap: pd.Timestamp) -> tuple
     p["status"] = _status(p["closed_d"], snap)
     code_type = p["type"].map(GROUP_TYPE)
     groups = pd.DataFrame({
-        "uid": p["uid"], "Group ID": np.where(p["type"] == "multi_academy_trust", "TR", "GR") + p["uid"].map("{:05d}".format),
+        "uid": p["uid"],
+        "Group ID": np.where(p["type"] == "multi_academy_trust", "TR", "GR") + p["uid"].map("{:05d}".format),
         "Group Name": p["name"],
         "Companies House Number": np.where(p["type"] == "multi_academy_trust", p["uid"].map("{:08d}".format), ""),
         "Group Type (code)": code_type.str[0], "Group Type": code_type.str[1], "closed": p["closed_d"],
