@@ -20,6 +20,7 @@ from evaluation.errors import InputError
 COMMAND_MODULES = [
     "evaluation.cli.data_cmd",
     "evaluation.cli.study_cmd",
+    "evaluation.cli.self_eval_cmd",
     "evaluation.cli.match_cmd",
     "evaluation.cli.regress_cmd",
     "evaluation.cli.estimate_cmd",

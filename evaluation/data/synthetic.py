@@ -395,13 +395,15 @@ class _Builder:
                  "informal_cluster": "Cluster"}[ptype]
         pid = self._new_partnership(ptype, f"{word} {label} {len(self.partnerships) + 1}", joined, None)
         dissolve = rng.random() < 0.1
+        lefts = []
         for j, s in enumerate([seed, *partners]):
             self._join(int(s), pid, joined, "lead" if j == 0 else "member", (ptype, ""))
             self.in_group[group][s] = True
             if dissolve:
                 self.memberships[-1]["left"] = pd.Timestamp(year + int(rng.integers(2, 6)), 8, 31)
-        if dissolve:
-            self.partnerships[pid]["closed"] = self.memberships[-1]["left"]
+                lefts.append(self.memberships[-1]["left"])
+        if dissolve:  # the group closes when its last member leaves
+            self.partnerships[pid]["closed"] = max(lefts)
 
     def _form_alliances(self) -> None:
         """Teaching school alliances: an outstanding lead and nearby members; all closed August 2021."""

@@ -81,3 +81,34 @@ def love_plot(result: dict, path: Path) -> Path:
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
+
+
+def self_evaluation_gap_plot(result: dict, path: Path) -> Path:
+    """The partnership's average outcome against its synthetic comparison, year by year."""
+    gaps = pd.DataFrame(result["estimates"]["synthetic_did"]["gaps"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(gaps["time"], gaps["treated"], marker="o", color=COLOURS["partnership"], label="Our schools (average)")
+    ax.plot(gaps["time"], gaps["synthetic"], marker="o", color=COLOURS["comparison"],
+            label="Weighted comparison schools")
+    ax.axvline(result["joined"] - 0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("Academic year (ending)")
+    ax.set_ylabel(result["outcome"]["name"])
+    ax.set_title("Our schools and their comparison schools, before and after joining")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def self_evaluation_school_plot(result: dict, path: Path) -> Path:
+    """Each school's own estimate against its own family, with 95% CIs."""
+    rows = pd.DataFrame(result["by_school"]).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.3))
+    y = np.arange(len(rows))
+    ax.errorbar(rows["estimate"], y, xerr=[rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]],
+                fmt="o", color=COLOURS["partnership"], capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, rows["name"])
+    ax.set_xlabel(f"Effect on {result['outcome']['name']} (95% confidence interval)")
+    ax.set_title("School by school, each against its own family of similar schools")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
