@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "evaluation.cli.regress_cmd",
     "evaluation.cli.estimate_cmd",
     "evaluation.cli.book_cmd",
+    "evaluation.cli.power_cmd",
 ]
 
 

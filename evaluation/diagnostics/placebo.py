@@ -1,0 +1,135 @@
+"""Placebo joining dates: the study's primary DiD comparison re-run as if every cohort had
+joined k years earlier, on pre-joining data only, so the true effect is zero.
+
+For k = 1..K each cohort g is given the placebo joining year g - k; comparison schools are
+matched afresh on the years before g - k (the study's own matching), the placebo "post"
+years are g - k .. g - 1 (window [lo, k - 1]) and every partnership school's rows from its
+real joining year on are removed, so no real effect can enter (Callaway-Sant'Anna keeps
+them, as its group-time cells must be identified, but only cells inside the placebo window
+-- all before the real joining -- are aggregated). A placebo estimate far from
+zero says the partnership and comparison schools were already drifting apart before joining
+(the falsification test of Heckman & Hotz 1989; "in-time placebo" in Abadie 2021). Cohorts
+whose placebo pre-years would start before the data are left out of that placebo.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from evaluation.cohorts import Cohort, StudyData, build_cohort
+from evaluation.errors import InputError, problem
+from evaluation.pipeline import analysis_panel, match_cohorts, run_estimators
+from evaluation.study import Study
+
+__all__ = ["PlaceboEstimate", "PlaceboResult", "placebo_dates"]
+
+#: Estimators built from group-time cells ATT(g, t) that need every cell of the panel to have
+#: treated rows; the cells after the placebo window are computed but never aggregated.
+CELL_ESTIMATORS = ("callaway_santanna",)
+
+
+@dataclass
+class PlaceboEstimate:
+    k: int  # years earlier than the real joining
+    cohorts: list[int]  # placebo joining years used (real g - k)
+    window: list[int]
+    estimate: float | None
+    se: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+    includes_zero: bool | None
+    treated_schools: int
+    comparison_schools: int
+    clusters: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def z(self) -> float | None:
+        return None if self.estimate is None or not self.se else self.estimate / self.se
+
+
+@dataclass
+class PlaceboResult:
+    study_id: str
+    estimator: str
+    alpha: float
+    placebos: list[PlaceboEstimate]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def all_include_zero(self) -> bool:
+        return all(p.includes_zero for p in self.placebos if p.includes_zero is not None)
+
+    def to_dict(self) -> dict:
+        return {"study_id": self.study_id, "estimator": self.estimator, "alpha": self.alpha,
+                "all_include_zero": self.all_include_zero, "skipped": list(self.skipped),
+                "placebos": [{**asdict(p), "z": p.z} for p in self.placebos]}
+
+
+def _pre_years_needed(study: Study) -> int:
+    """Pre-years the matching covariates need (pre_y3 needs 3, trends 2) and the study's minimum."""
+    need = study.cohort.min_pre_years
+    for c in study.matching.covariates:
+        m = re.fullmatch(r"pre_y(\d)", c)
+        if m:
+            need = max(need, int(m.group(1)))
+        elif c == "pre_trend":
+            need = max(need, 2)
+    return max(need, 2)
+
+
+def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: None) -> PlaceboResult:
+    """Placebo estimates of the study's primary estimator for joining k = 1..max_k years early."""
+    if max_k < 1:
+        raise InputError(problem(f"the number of placebo years must be at least 1, got {max_k}", value=max_k))
+    cohort = build_cohort(study, data)
+    first, _ = data.years
+    lo, _ = study.outcome.window
+    need = _pre_years_needed(study)
+    primary = study.estimators.primary
+    out, skipped = [], []
+    for k in range(1, max_k + 1):
+        gs = [g for g in cohort.cohorts if g - k - need >= first]
+        if not gs:
+            skipped.append(f"k={k}: no cohort has {need} years of data before joining {k} year(s) early")
+            continue
+        lo_k = max(lo, first - (min(gs) - k))
+        spec = study.model_copy(update={
+            "outcome": study.outcome.model_copy(update={"window": (lo_k, k - 1)}),
+            "estimators": study.estimators.model_copy(update={"use": (primary,)})})
+        real = cohort.treated[cohort.treated["g"].isin(gs)]
+        fake = Cohort(real.assign(g=real["g"] - k).reset_index(drop=True), cohort.pool, list(cohort.notes))
+        say(f"placebo k={k}: cohorts {[g - k for g in gs]} (window {[lo_k, k - 1]})")
+        matched = match_cohorts(spec, data, fake, say)
+        panel = analysis_panel(spec, data, fake, matched)
+        notes = [f"cohorts {sorted(set(cohort.cohorts) - set(gs))} left out: too few years of data before "
+                 f"the placebo date"] if len(gs) < len(cohort.cohorts) else []
+        real_g = panel["urn"].map(real.set_index("urn")["g"])
+        after = (panel["cohort"] > 0) & (panel["year"] >= real_g)
+        if primary in CELL_ESTIMATORS:
+            notes.append(f"{int(after.sum())} partnership school-years from the real joining year on stay in the "
+                         f"panel only for group-time cells after the placebo window, which the estimate does not "
+                         f"aggregate")
+        else:
+            panel = panel[~after].reset_index(drop=True)
+        n_t = int(panel.loc[panel["cohort"] > 0, "urn"].nunique())
+        if n_t == 0:
+            skipped.append(f"k={k}: no partnership school could be matched at the placebo date")
+            continue
+        res = run_estimators(spec, panel, say)[primary]
+        ov = res.overall
+        est = None if ov is None else float(ov.estimate)
+        entry = PlaceboEstimate(
+            k=k, cohorts=[int(g - k) for g in gs], window=[int(lo_k), k - 1], estimate=est,
+            se=None if ov is None else float(ov.se), ci_low=None if ov is None else float(ov.ci_low),
+            ci_high=None if ov is None else float(ov.ci_high),
+            p=None if ov is None or ov.p_value is None or np.isnan(ov.p_value) else float(ov.p_value),
+            includes_zero=None if ov is None else bool(ov.ci_low <= 0 <= ov.ci_high),
+            treated_schools=n_t, comparison_schools=int(panel.loc[panel["cohort"] == 0, "urn"].nunique()),
+            clusters=int(panel["cluster"].nunique()), notes=notes + list(res.notes))
+        out.append(entry)
+    return PlaceboResult(study.id, primary, study.inference.alpha, out, skipped)
