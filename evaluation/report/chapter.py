@@ -160,8 +160,11 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     """A map of the schools from tables/schools.csv (urn, group, easting, northing), if present."""
     sid = result["study"]["id"]
     src = tables / MAP_TABLE
-    frame = pd.read_csv(src) if src.exists() else None
-    if frame is None or not set(MAP_COLUMNS) <= set(frame.columns):
+    try:
+        frame = pd.read_csv(src) if src.exists() else None
+    except pd.errors.EmptyDataError:
+        frame = None
+    if frame is None or frame.empty or not set(MAP_COLUMNS) <= set(frame.columns):
         return (":::{note}\nNo map: the results do not include the schools' locations "
                 f"(`tables/{MAP_TABLE}` with columns {', '.join(MAP_COLUMNS)}).\n:::\n")
     from evaluation.report.figures import COLOURS, _save, plt
@@ -179,8 +182,8 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     ax.set_title("Where the schools are")
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
-    _save(fig, fig_dir / "map.png")
-    return _figure(f"{rel}/map.png", f"{sid}-map",
+    _save(fig, fig_dir / f"{sid}-map.png")
+    return _figure(f"{rel}/{sid}-map.png", f"{sid}-map",
                    "Partnership schools and their matched comparison schools (British National Grid).")
 
 
@@ -208,7 +211,7 @@ def _balance_section(result: dict, rel: str) -> str:
         "matching. " + verdict, "",
         table(["Characteristic", "Partnership mean", "Pool mean", "Matched comparison mean", "SMD before",
                "SMD after", "Variance ratio after"], rows, ["l", "r", "r", "r", "r", "r", "r"]),
-        _figure(f"{rel}/love_plot.png", f"{sid}-love",
+        _figure(f"{rel}/{sid}-love_plot.png", f"{sid}-love",
                 "Love plot: absolute standardised mean differences before (open) and after (filled) matching; "
                 "the dashed line is 0.1."),
     ])
@@ -221,7 +224,7 @@ def _trends_section(result: dict, rel: str) -> str:
         f"Mean {escape(_lower_first(result['outcome']['description'].rstrip('.')))} of partnership schools and their "
         "matched comparison schools by year relative to joining (comparison schools aligned on the joining "
         "year of the partnership schools they were matched to, weighted by the matching weights).", "",
-        _figure(f"{rel}/trends.png", f"{sid}-trends", "Outcome trends, partnership vs matched comparison schools."),
+        _figure(f"{rel}/{sid}-trends.png", f"{sid}-trends", "Outcome trends, partnership vs matched comparison schools."),
     ])
 
 
@@ -253,7 +256,7 @@ def _event_section(result: dict, rel: str) -> str:
            "relative to joining, against the year before joining (-1), with its 95% confidence interval. "
            "Before joining (negative years) the points should sit around zero: if they do not, the two groups "
            "were already on different paths and the estimate after joining is in doubt.", "",
-           _figure(f"{rel}/event_study.png", f"{sid}-event-study",
+           _figure(f"{rel}/{sid}-event_study.png", f"{sid}-event-study",
                    "Event study: effect by year since joining, with 95% confidence intervals"
                    + (" and the planted (synthetic) effect." if is_synthetic(result) else ".")),
            "**Pre-trend tests** (joint tests that the effects before joining are all zero):", ""]
@@ -371,8 +374,8 @@ def write_chapter(result: dict, result_dir: Path, source: Path) -> Chapter:
     sid = result["study"]["id"]
     fig_dir = source / "studies" / sid
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for name in FIGURES:
-        shutil.copyfile(result_dir / "figures" / name, fig_dir / name)
+    for name in FIGURES:  # named per study so the built book's _images never collide
+        shutil.copyfile(result_dir / "figures" / name, fig_dir / f"{sid}-{name}")
     rel = sid
     text = "\n".join([
         f"(study-{sid})=",
