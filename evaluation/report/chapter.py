@@ -131,7 +131,8 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
                f"{count(c['treated_found'] - c['treated_analysed'])} ({pct(c['attrition'])}) were lost:")
     out.append("")
     for key, n in sorted(c["treated_lost"].items()):
-        out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}")
+        if n:
+            out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}")
     out += ["", "**How comparison schools were chosen.** "
             + " ".join(escape(r[0].upper() + r[1:]) + "." for r in m["comparison_pool_rule"])
             + f" The pool held {count(c['comparison_pool'])} schools. Each joining year's schools were matched "
@@ -184,11 +185,12 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     ax.grid(alpha=0.3)
     _save(fig, fig_dir / f"{sid}-map.png")
     return _figure(f"{rel}/{sid}-map.png", f"{sid}-map",
-                   "Partnership schools and their matched comparison schools (British National Grid).")
+                   "Partnership schools and their matched comparison schools (British National Grid).",
+                   width="65%")
 
 
-def _figure(path: str, name: str, caption: str, alt: str | None = None) -> str:
-    return (f"```{{figure}} {path}\n:name: {name}\n:alt: {alt or caption}\n:width: 100%\n\n"
+def _figure(path: str, name: str, caption: str, alt: str | None = None, width: str = "100%") -> str:
+    return (f"```{{figure}} {path}\n:name: {name}\n:alt: {alt or caption}\n:width: {width}\n\n"
             f"{caption}\n```\n")
 
 
