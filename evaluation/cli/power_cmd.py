@@ -44,7 +44,7 @@ def _power(args) -> int:
         months = _months(res.months)
         print(f"{study.title}")
         print(f"With {groups} ({res.schools_treated} schools) and about {res.schools_comparison} comparison "
-              f"schools, this study could detect an effect of {res.mdes:.2f} or more ({months}' progress) "
+              f"schools, this study could detect an effect of {res.mdes:.2f} or more ({months} progress) "
               f"with {res.power:.0%} power ({res.alpha:g} two-sided test); that is "
               f"{res.mdes_raw:.3g} on {res.outcome}.")
     else:
