@@ -198,6 +198,14 @@ def test_invalid_json_is_exit_2(results_dir, tmp_path, run_cli):
     assert code == 2 and str(bad / BOOK_STUDIES[0] / "result.json") in err and "not valid JSON" in err
 
 
+def test_demo_without_study_definitions_is_exit_2(tmp_path, run_cli):
+    (tmp_path / "studies").mkdir()
+    code, _, err = run_cli("demo", "--studies", tmp_path / "studies", "--store", tmp_path / "s.duckdb",
+                           "--results", tmp_path / "results", "--out", tmp_path / "out")
+    assert code == 2 and str(tmp_path / "studies") in err
+    assert not (tmp_path / "s.duckdb").exists()
+
+
 def test_synthesis_with_one_study_does_not_pool(results_dir, tmp_path):
     from evaluation.report.synthesis_chapter import write_synthesis
 
@@ -220,6 +228,22 @@ def test_scanner_finds_loaded_resources_but_not_links(tmp_path):
                             "https://fonts.example/f.css", "https://f.example/a.woff2",
                             "https://cdn.example/late.js"])
     assert len(loaded_external(tmp_path)) == 6  # the test's own, independent scan
+
+
+@pytest.mark.slow
+def test_a_broken_reference_fails_the_strict_build_with_the_log(results_dir, tmp_path, run_cli, monkeypatch):
+    import evaluation.report.synthesis_chapter as synthesis_chapter
+
+    def broken(results, source):
+        path = source / "synthesis.md"
+        path.write_text("(synthesis)=\n# Synthesis\n\nSee {ref}`a chapter that does not exist <no-such-label>`.\n")
+        return path
+
+    monkeypatch.setattr(synthesis_chapter, "write_synthesis", broken)
+    code, out, err = run_cli("book", "build", "--results", results_dir, "--out", tmp_path / "out")
+    assert code == 1 and out == ""
+    assert "the Jupyter Book build failed" in err and "no-such-label" in err
+    assert (tmp_path / "out" / "_build" / "build.log").exists()
 
 
 # ----------------------------------------------------------------------------- slow: a real browser
@@ -258,9 +282,9 @@ def _page_requests(requests: list[dict]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium); "
+                                               "the browser test needs it and installs nothing itself")
 def test_book_renders_in_headless_chromium_without_network(built_book, tmp_path):
-    if _chromium() is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium); the browser test needs it")
     html = built_book[0]
     # Positive control: the network log does see a request a page makes.
     (html / "_canary.html").write_text('<img src="https://canary.invalid/pixel.png">')
