@@ -10,7 +10,8 @@
   the design cap (a matched difference-in-differences caps at 4), the power cap (from
   the minimum detectable effect size, MDES) and the attrition cap, then one padlock
   lost for each threat flagged by the diagnostics (a failed pre-trend test, poor
-  balance after matching, few clusters). Every lost padlock has a printed reason.
+  balance after matching, effects at placebo joining dates, few clusters). Every lost
+  padlock has a printed reason.
 """
 
 from __future__ import annotations
@@ -148,6 +149,12 @@ def security_rating(result: dict) -> SecurityRating:
     if failed:
         threats.append("threat: before joining, partnership and comparison schools were already on different "
                        "paths (pre-trend test failed: " + "; ".join(failed) + ")")
+    placebo = (result.get("diagnostics") or {}).get("placebo_dates") or {}
+    missed = [p for p in placebo.get("placebos", []) if p.get("includes_zero") is False]
+    if missed:
+        shown = "; ".join(f"{p['k']} year(s) early: {p['estimate']:.2f}" for p in missed)
+        threats.append("threat: pretending the schools joined earlier shows effects where there can be none "
+                       f"(placebo joining dates: {shown})")
     bal = (result.get("diagnostics") or {}).get("balance") or {}
     if bal.get("max_abs_smd_after") is not None and bal["max_abs_smd_after"] > SMD_THRESHOLD:
         threats.append(f"threat: after matching the groups still differ (largest standardised difference "

@@ -350,19 +350,19 @@ def data_fingerprint(data: StudyData) -> str:
 
 def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda m: None) -> StudyRun:
     """The whole study, from tables to the result.json content."""
-    say("[1/5] building the cohort and comparison pool")
+    say("[1/6] building the cohort and comparison pool")
     cohort = build_cohort(study, data)
     say(f"  {len(cohort.treated)} partnership schools in cohorts {cohort.cohorts}; pool of {len(cohort.pool)}")
-    say("[2/5] matching comparison schools")
+    say("[2/6] matching comparison schools")
     matched = match_cohorts(study, data, cohort, say)
     bal = pooled_balance(study, matched)
     panel = analysis_panel(study, data, cohort, matched)
     if (panel["cohort"] > 0).sum() == 0:
         raise InputError(problem("no partnership school could be matched: relax the caliper or the covariates",
                                  column="matching.caliper", value=study.matching.caliper))
-    say(f"[3/5] estimating on {len(panel)} school-years of {panel['urn'].nunique()} schools")
+    say(f"[3/6] estimating on {len(panel)} school-years of {panel['urn'].nunique()} schools")
     ests = run_estimators(study, panel, say)
-    say("[4/5] diagnostics")
+    say("[4/6] diagnostics")
     primary = ests[study.estimators.primary]
     diagnostics = {"pretrend": {}, "balance": {
         "max_abs_smd_after": float(bal["smd_after"].abs().max()),
@@ -375,7 +375,10 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
     if "imputation" in ests:
         diagnostics["pretrend"]["imputation"] = ests["imputation"].details.get("pretrend_test")
     diagnostics["bacon"] = _bacon(panel)
-    say("[5/5] assembling the result")
+    say("[5/6] sensitivity, placebo dates, power")
+    diagnostics.update(sensitivity(study, data, panel, ests))
+    power = _power(study, data)
+    say("[6/6] assembling the result")
     treated_found = len(cohort.treated)
     lost = {"too_few_pre_years": sum(m.counts["treated_few_pre_years"] for m in matched),
             "missing_covariates": sum(m.counts["treated_missing_covariates"] for m in matched),
@@ -420,11 +423,51 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         "effect_size": effect_size(study, data, cohort, primary.overall.estimate if primary.overall else None,
                                    primary.overall.se if primary.overall else None),
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
+        "power": power,
     }
     units = panel.drop_duplicates("urn")[["urn", "cohort"]]
     schools = units.merge(data.schools[["urn", "name", "easting", "northing", "la_code", "region"]], on="urn")
     schools.insert(1, "group", np.where(schools.pop("cohort") > 0, "partnership", "comparison"))
     return StudyRun(result, panel, matched, cohort, ests, bal, schools.sort_values("urn").reset_index(drop=True))
+
+
+def _power(study: Study, data: StudyData) -> dict:
+    """Planned MDES of the design (the security rating's power criterion)."""
+    from evaluation.diagnostics.power import study_power
+
+    return study_power(study, data).to_dict()
+
+
+def sensitivity(study: Study, data: StudyData, panel: pd.DataFrame, ests: dict[str, EstimatorResult]) -> dict:
+    """HonestDiD bounds, placebo joining dates and, with few clusters, the wild cluster bootstrap."""
+    from evaluation.diagnostics.honest_did import honest_did
+    from evaluation.diagnostics.placebo import placebo_dates
+    from evaluation.inference.wild_bootstrap import SMALL_CLUSTER_THRESHOLD, att_wild_bootstrap, robust_inference
+
+    out: dict = {}
+    es = ests.get("event_study")
+    if es is not None and (es.event_time["e"] < -1).any():
+        se0 = float(es.event_time.loc[es.event_time["e"] == 0, "se"].iloc[0])
+        # smoothness bounds M in outcome units, on a grid scaled by the first post-period SE
+        hd = honest_did(es, m=tuple(round(k * se0, 10) for k in (0, 0.25, 0.5, 1.0)), alpha=study.inference.alpha,
+                        breakdown=False)
+        out["honest_did"] = hd.to_dict()
+    out["placebo_dates"] = placebo_dates(study, data).to_dict()
+    n_clusters = int(panel["cluster"].nunique())
+    if n_clusters < SMALL_CLUSTER_THRESHOLD:
+        small = {"n_clusters": n_clusters, "threshold": SMALL_CLUSTER_THRESHOLD}
+        treated = panel.assign(D=((panel["cohort"] > 0) & (panel["year"] >= panel["cohort"])).astype(float))
+        small["twfe"] = robust_inference(treated, "y ~ D | urn + year", "D", cluster="cluster",
+                                         seed=study.inference.seed, alpha=study.inference.alpha).to_dict()
+        if "callaway_santanna" in ests:
+            from evaluation.estimators.callaway_santanna import att_gt
+
+            lo, hi = study.outcome.window
+            gt = att_gt(panel, y="y", unit="urn", time="year", cohort="cohort", control="never", cluster="cluster")
+            small["callaway_santanna"] = att_wild_bootstrap(gt, "simple", max_e=hi, seed=study.inference.seed,
+                                                            alpha=study.inference.alpha).to_dict()
+        out["small_cluster_inference"] = small
+    return out
 
 
 def _bacon(panel: pd.DataFrame) -> dict | None:

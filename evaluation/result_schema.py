@@ -146,6 +146,7 @@ class StudyResult(_Open):
     trends: list[TrendRow]
     effect_size: EffectSize
     synthetic_truth: dict | None
+    power: dict | None = None
 
 
 def json_schema() -> str:

@@ -120,3 +120,11 @@ def test_inputs_are_not_modified():
     before = copy.deepcopy(r)
     effect_size(r), security_rating(r), plain_summary(r)
     assert r == before
+
+
+def test_failed_placebo_dates_lose_a_padlock():
+    r = make_result(mdes=0.1)
+    r["diagnostics"]["placebo_dates"] = {"placebos": [{"k": 1, "estimate": 0.4, "includes_zero": False},
+                                                      {"k": 2, "estimate": 0.1, "includes_zero": True}]}
+    rating = security_rating(r)
+    assert rating.padlocks == 3 and "placebo joining dates: 1 year(s) early: 0.40" in rating.reasons[-1]
