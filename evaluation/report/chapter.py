@@ -344,7 +344,9 @@ def _robustness_section(result: dict) -> str:
                 f"{escape(truth['note'][0].upper() + truth['note'][1:])}. Planted average effect after joining: "
                 f"{num(truth['overall'], 3)} {escape(unit_words(result))}; the primary estimate is "
                 f"{num(primary['estimate'], 3)} (95% CI {num(primary['ci_low'], 3)} to {num(primary['ci_high'], 3)}), "
-                f"so the interval {'covers' if inside else 'does not cover'} the planted effect.", ":::", ""]
+                f"so the interval {'covers' if inside else 'does not cover'} the planted effect."
+                + ("" if inside else " The estimate is biased here, and the padlocks cannot show it: the rating "
+                                     "uses only what a study on real data could see."), ":::", ""]
     return "\n".join(out)
 
 
