@@ -24,7 +24,7 @@ def test_run_writes_results_and_reproduces_them_exactly(tmp_path, run_cli, small
     study = STUDIES / "federation_primary_ks2.toml"
     code, out, err = run_cli("run", study, "--store", small_store.path, "--results", tmp_path / "a")
     assert code == 0, err
-    assert "[1/5]" in err and "results:" in out
+    assert "[1/6]" in err and "[6/6]" in err and "results:" in out
     target = tmp_path / "a" / "federation_primary_ks2"
     result = json.loads((target / "result.json").read_text())
     StudyResult.model_validate(result)
