@@ -323,6 +323,8 @@ def _robustness_section(result: dict) -> str:
     out += [(f"{len(failed)} of {len(rows)} pre-trend tests fail at the 5% level (see the event study above)."
              if failed else f"None of the {len(rows)} pre-trend tests fails at the 5% level (see the event study "
                             "above). A passed test is not proof of parallel trends: it may lack power."), ""]
+    out += _placebo_lines(diag.get("placebo_dates"), result)
+    out += _honest_did_lines(diag.get("honest_did"), result)
     bal = diag.get("balance") or {}
     out += ["### Balance", "",
             f"Largest absolute standardised mean difference after matching: {num(bal.get('max_abs_smd_after'))} "
@@ -348,6 +350,58 @@ def _robustness_section(result: dict) -> str:
                 + ("" if inside else " The estimate is biased here, and the padlocks cannot show it: the rating "
                                      "uses only what a study on real data could see."), ":::", ""]
     return "\n".join(out)
+
+
+def _placebo_lines(placebo: dict | None, result: dict) -> list[str]:
+    """Placebo joining dates: the estimator rerun as if schools joined k years early."""
+    if not placebo or not placebo.get("placebos"):
+        return []
+    rows = [[f"{p['k']} year{'s' if p['k'] != 1 else ''} early", num(p["estimate"], 3),
+             f"{num(p['ci_low'], 3)} to {num(p['ci_high'], 3)}", pvalue(p.get("p")),
+             count(p.get("treated_schools")),
+             "includes zero (as it should)" if p["includes_zero"] else "excludes zero: an effect before joining"]
+            for p in placebo["placebos"]]
+    verdict = ("Every placebo interval includes zero." if placebo.get("all_include_zero") else
+               "At least one placebo interval excludes zero: the schools were already changing before they "
+               "joined, so part of the estimated effect may not be the partnership's.")
+    return ["### Placebo joining dates", "",
+            f"The {escape(estimator_name(placebo.get('estimator', result['primary_estimator'])))} estimate rerun "
+            "on years before joining only, pretending the schools joined earlier than they did. With no effect "
+            "before joining, these should be near zero. " + verdict, "",
+            table(["Placebo date", "Estimate", "95% CI", "p", "Schools", "Reading"], rows,
+                  ["l", "r", "r", "r", "r", "l"])]
+
+
+def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
+    """HonestDiD (Rambachan & Roth 2023): how far parallel trends may fail before the effect could be zero."""
+    if not h or not (h.get("relative_magnitudes") or h.get("smoothness")):
+        return []
+    unit = escape(unit_words(result))
+    out = ["### Sensitivity to a failure of parallel trends (HonestDiD)", "",
+           f"{escape(h.get('method', 'Rambachan & Roth (2023)'))}: robust 95% confidence sets for the effect in the "
+           "first year of results after joining ($e = 0$) when the trend difference after joining may be larger than anything seen "
+           f"before. Original interval: {num(h['original']['lb'], 3)} to {num(h['original']['ub'], 3)} {unit}.", ""]
+    if h.get("relative_magnitudes"):
+        rows = [[num(r["Mbar"], 1), f"{num(r['lb'], 3)} to {num(r['ub'], 3)}",
+                 "no" if r["lb"] <= 0 <= r["ub"] else "yes"] for r in h["relative_magnitudes"]]
+        out += ["Relative magnitudes: the violation after joining is at most $\\bar M$ times the largest "
+                "change between consecutive years before joining.", "",
+                table(["$\\bar M$", "Robust 95% CI", "Excludes zero"], rows, ["r", "r", "l"])]
+    if h.get("smoothness"):
+        rows = [[num(r["M"], 3), f"{num(r['lb'], 3)} to {num(r['ub'], 3)}",
+                 "no" if r["lb"] <= 0 <= r["ub"] else "yes"] for r in h["smoothness"]]
+        out += ["Smoothness: the trend difference may bend by at most $M$ per year.", "",
+                table(["$M$", "Robust 95% CI (FLCI)", "Excludes zero"], rows, ["r", "r", "l"])]
+    first_zero = []
+    for key, label, digits in (("relative_magnitudes", "Mbar", 1), ("smoothness", "M", 3)):
+        hit = next((r for r in h.get(key) or [] if r["lb"] <= 0 <= r["ub"]), None)
+        if hit is not None:
+            symbol = "$\\bar M$" if label == "Mbar" else "$M$"
+            first_zero.append(f"{symbol} = {num(hit[label], digits)}")
+    out += [("The robust interval first includes zero at " + " and at ".join(first_zero)
+             + ": a violation of parallel trends that large could account for the whole effect.")
+            if first_zero else "The robust interval excludes zero at every violation size examined.", ""]
+    return out
 
 
 def _provenance_section(result: dict) -> str:
