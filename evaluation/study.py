@@ -123,6 +123,9 @@ class EstimatorsSpec(_Strict):
     def _primary_used(self):
         if self.primary not in self.use:
             raise ValueError(f"primary estimator {self.primary!r} must be one of use = {list(self.use)}")
+        if self.primary == "event_study":
+            raise ValueError("primary estimator 'event_study' gives effects by year, not one overall effect: choose "
+                             "callaway_santanna, sun_abraham, imputation or twfe")
         return self
 
 

@@ -9,6 +9,7 @@ statsmodels' "dl" path does not truncate a negative tau^2 at zero). I^2 = max(0,
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,17 +76,17 @@ def forest_plot(meta: MetaResult, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     t = meta.table.sort_values(["formal", "partnership_type", "id"], ascending=[False, True, True])
-    labels = [f"{r.title} ({'formal' if r.formal else 'informal'})" for r in t.itertuples()]
+    labels = [textwrap.fill(f"{r.title} ({'formal' if r.formal else 'informal'})", 38) for r in t.itertuples()]
     y = np.arange(len(t), 0, -1, dtype=float)
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(t) + 1.6))
+    fig, ax = plt.subplots(figsize=(8.0, 0.75 * len(t) + 1.8))
     ax.errorbar(t["g"], y, xerr=[t["g"] - t["ci_low"], t["ci_high"] - t["g"]], fmt="none", ecolor="#555", capsize=3)
     sizes = 40 + 400 * t["weight"].to_numpy()
     ax.scatter(t["g"], y, s=sizes, marker="s", color=["#1b6ca8" if f else "#e0a100" for f in t["formal"]],
                zorder=3)
     ax.fill([meta.ci_low, meta.pooled, meta.ci_high, meta.pooled], [0, 0.25, 0, -0.25], color="#d1495b")
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks([*y, 0], [*labels, f"Pooled (random effects): {meta.pooled:.2f} [{meta.ci_low:.2f}, "
-                                     f"{meta.ci_high:.2f}]"])
+    ax.set_yticks([*y, 0], [*labels, f"Pooled (random effects):\n{meta.pooled:.2f} [{meta.ci_low:.2f}, "
+                                     f"{meta.ci_high:.2f}]"], fontsize=8)
     ax.set_xlabel("Effect size (Hedges' g) with 95% confidence interval")
     ax.set_title(f"What works: effect sizes by partnership type (I\u00b2 = {meta.i2:.0%}, "
                  f"\u03c4\u00b2 = {meta.tau2:.4f})")

@@ -122,3 +122,8 @@ def test_window_outside_the_data(tmp_path, run_cli, small_store):
     path = write(tmp_path, GOOD.replace("window = [-4, 4]", "window = [-6, 4]"))
     code, _, err = run_cli("validate", path, "--store", small_store.path)
     assert code == 2 and "needs data for 2008-2021, but the store has 2010-2024" in err
+
+
+def test_primary_estimator_must_give_an_overall_effect(tmp_path):
+    text = GOOD.replace('primary = "callaway_santanna"', 'primary = "event_study"')
+    assert "gives effects by year, not one overall effect" in error_of(write(tmp_path, text)).render()
