@@ -52,6 +52,7 @@ class SelfEvaluationSpec:
     family_size: int = 50
     seed: int = 20240901
     n_perm: int = 999
+    title: str | None = None  # e.g. the partnership's name; defaults to ``name``
 
 
 def read_schools_file(path) -> pd.DataFrame:
@@ -98,6 +99,20 @@ def schools_of_partnership(data: StudyData, partnership_id: str) -> pd.DataFrame
                                  column="partnership_id", value=partnership_id))
     m = m.sort_values("joined").drop_duplicates("urn")
     return pd.DataFrame({"urn": m["urn"].astype("int64").to_numpy(), "joined": m["joined"].to_numpy()})
+
+
+def example_partnership(data: StudyData, size: int = 5) -> str:
+    """A partnership for the demo: ``size`` schools of one phase that all joined on one date
+    between 2014 and 2018 (the lowest such id; else the nearest size above 2)."""
+    m = data.memberships.merge(data.schools[["urn", "phase"]], on="urn")
+    grp = m.groupby("partnership_id").agg(n=("urn", "nunique"), phases=("phase", "nunique"),
+                                          first=("joined", "min"), last=("joined", "max"))
+    ok = grp[(grp["phases"] == 1) & (grp["first"] == grp["last"]) & grp["first"].dt.year.between(2013, 2017)
+             & (grp["n"] >= 3)]
+    if ok.empty:
+        raise InputError(problem("no partnership of three or more schools joined on one date in 2013-2017"))
+    ok = ok.assign(dist=(ok["n"] - size).abs()).sort_values(["dist", "n"], kind="stable")
+    return str(ok[ok["dist"] == ok["dist"].min()].index.sort_values()[0])
 
 
 def _families(spec, data, treated, outcome, g0):
@@ -209,7 +224,7 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
     g = main_est["estimate"] / scale
     mdes = MDES_MULTIPLIER * main_est["se"] / scale
     return {
-        "schema_version": 1, "kind": "self_evaluation", "name": spec.name,
+        "schema_version": 1, "kind": "self_evaluation", "name": spec.name, "title": spec.title or spec.name,
         "outcome": {"name": outcome, "description": col.description, "unit": col.unit},
         "joined": g0, "years": [g0 - pre, g0 + post], "phase": phase,
         "schools": [{"urn": int(r.urn), "name": str(r.name), "first_exposed_year": int(r.g),

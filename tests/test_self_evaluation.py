@@ -120,3 +120,26 @@ def test_mixed_phases_are_refused(tmp_path, run_cli, small_store):
     text = "urn,joined\n" + "".join(f"{u},2015-09-01\n" for u in urns)
     code, _, err = run_cli("self-evaluate", "--schools", write(tmp_path, text), "--store", small_store.path)
     assert code == 2 and "mix phases" in err
+
+
+def test_chapter_for_governors_states_mdes_and_family_in_words(tmp_path, run_cli, small_store):
+    from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.report.self_eval_chapter import load_self_evaluations, write_self_evaluation_chapter
+    from evaluation.self_evaluation import example_partnership
+
+    data = load_all(small_store)
+    pid = example_partnership(data, size=5)
+    n = data.memberships.loc[data.memberships["partnership_id"] == pid, "urn"].nunique()
+    code, _, err = run_cli("self-evaluate", "--partnership", pid, "--store", small_store.path,
+                           "--results", tmp_path / "results", "--permutations", 199)
+    assert code == 0, err
+    [(directory, result)] = load_self_evaluations(tmp_path / "results")
+    entry = write_self_evaluation_chapter(result, directory, tmp_path / "source")
+    text = (tmp_path / "source" / f"{entry}.md").read_text()
+    analysed = sum(s["analysed"] for s in result["schools"])
+    assert n == 5 and analysed <= 5
+    mdes = result["effect_size"]["mdes"]
+    assert f"these data could reliably show an effect of {mdes:.2f} or more" in text.replace("\u2212", "-")
+    assert f"compared with the 50 most similar {result['phase']} schools" in text
+    assert f"{result['comparison']['schools']} comparison schools in all" in text
+    assert "What the data cannot tell you" in text

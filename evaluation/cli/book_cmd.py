@@ -94,6 +94,18 @@ def _demo(args) -> int:
         data = load_study_data(store, study)
         path = write_results(run_study(study, data), args.results)
         say(f"    -> {path}/result.json")
+    from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.report.outputs import write_self_evaluation
+    from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership, \
+        self_evaluate
+
+    everything = load_all(store)
+    pid = example_partnership(everything)
+    title = str(everything.partnerships.set_index("partnership_id").at[pid, "name"])
+    say(f"  self-evaluation of one partnership: {title} ({pid})")
+    result = self_evaluate(SelfEvaluationSpec(name=pid.lower(), title=title,
+                                              schools=schools_of_partnership(everything, pid)), everything)
+    say(f"    -> {write_self_evaluation(result, args.results)}/result.json")
     say("[demo 3/3] building the book")
     index, code = _build_book(args, say)
     return code if index is None else _report(args, index, [s.id for s in studies], t0)

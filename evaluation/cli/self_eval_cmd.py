@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from evaluation.cli.output import dumps, emit_json
+from evaluation.cli.output import emit_json
 
 
 def register(sub) -> None:
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.set_defaults(handler=_run)
 
 
-def _load(store):
+def load_all(store):
     from evaluation.cohorts import StudyData
     from evaluation.errors import InputError, problem
 
@@ -44,8 +44,7 @@ def _run(args) -> int:
 
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
-    from evaluation.report import figures
-    from evaluation.report.outputs import atomic_directory
+    from evaluation.report.outputs import write_self_evaluation
     from evaluation.self_evaluation import (SelfEvaluationSpec, read_schools_file, schools_of_partnership,
                                             self_evaluate)
 
@@ -55,24 +54,22 @@ def _run(args) -> int:
     if args.permutations < 99:
         raise InputError(problem("--permutations: expected at least 99", value=args.permutations))
     schools = read_schools_file(args.schools) if args.schools else None
-    data = _load(Store(args.store))
+    data = load_all(Store(args.store))
     if schools is None:
         schools = schools_of_partnership(data, args.partnership)
     name = args.name or (args.partnership or Path(args.schools).stem)
     name = re.sub(r"[^A-Za-z0-9_\-]+", "_", name).strip("_").lower() or "self_evaluation"
     print(f"evaluating {len(schools)} schools against families of {args.family_size} similar schools ...",
           file=sys.stderr, flush=True)
+    title = None
+    if args.partnership:
+        names = data.partnerships.set_index("partnership_id")["name"]
+        title = str(names.get(args.partnership, args.partnership))
     spec = SelfEvaluationSpec(name=name, schools=schools, outcome=args.outcome, family_size=args.family_size,
-                              seed=args.seed, n_perm=args.permutations)
+                              seed=args.seed, n_perm=args.permutations, title=title)
     result = self_evaluate(spec, data)
 
-    def fill(tmp: Path) -> None:
-        (tmp / "result.json").write_text(dumps(result), encoding="utf-8")
-        (tmp / "figures").mkdir()
-        figures.self_evaluation_gap_plot(result, tmp / "figures" / "gaps.png")
-        figures.self_evaluation_school_plot(result, tmp / "figures" / "schools.png")
-
-    target = atomic_directory(Path(args.results) / "self-evaluations", name, fill)
+    target = write_self_evaluation(result, args.results)
     if args.json:
         emit_json(result)
         return 0

@@ -87,3 +87,15 @@ def write_results(run: StudyRun, results_root: str | Path) -> Path:
         figures.love_plot(run.result, figs / "love_plot.png")
 
     return atomic_directory(results_root, run.result["study"]["id"], fill)
+
+
+def write_self_evaluation(result: dict, results_root: str | Path) -> Path:
+    """``results/self-evaluations/<name>/``: result.json and its two figures, atomically."""
+
+    def fill(tmp: Path) -> None:
+        (tmp / RESULT_FILE).write_text(dumps(result), encoding="utf-8")
+        (tmp / "figures").mkdir()
+        figures.self_evaluation_gap_plot(result, tmp / "figures" / "gaps.png")
+        figures.self_evaluation_school_plot(result, tmp / "figures" / "schools.png")
+
+    return atomic_directory(Path(results_root) / "self-evaluations", result["name"], fill)
