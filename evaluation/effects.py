@@ -160,9 +160,14 @@ def security_rating(result: dict) -> SecurityRating:
         threats.append(f"threat: after matching the groups still differ (largest standardised difference "
                        f"{bal['max_abs_smd_after']:.2f} > {SMD_THRESHOLD})")
     clusters = _primary(result).get("n_clusters")
+    treated_clusters = ((result.get("diagnostics") or {}).get("small_cluster_inference") or {}).get(
+        "n_treated_clusters")
     if clusters is not None and clusters < FEW_CLUSTERS:
         threats.append(f"threat: only {clusters} independent groups (clusters), too few for conventional "
                        f"standard errors to be trusted")
+    elif treated_clusters is not None and treated_clusters < FEW_CLUSTERS:
+        threats.append(f"threat: only {treated_clusters} partnerships, too few for conventional standard errors "
+                       f"to be trusted (the wild cluster bootstrap is reported beside them)")
     for t in threats:
         if level > 0:
             reasons.append(t)

@@ -147,39 +147,56 @@ def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[
 # ---------------------------------------------------------------------------- estimators
 
 
-def run_estimators(study: Study, panel: pd.DataFrame, say: Callable[[str], None]) -> dict[str, EstimatorResult]:
-    """Every estimator the study lists, on the matched panel, clustered as the study says."""
+def run_estimators(study: Study, panel: pd.DataFrame, say: Callable[[str], None],
+                   skipped: dict[str, str] | None = None) -> dict[str, EstimatorResult]:
+    """Every estimator the study lists, on the matched panel, clustered as the study says.
+
+    A secondary estimator the design cannot support (an InputError, e.g. leave-out variance
+    with one partnership in a cohort) is left out and its reason put in ``skipped``; the
+    primary estimator must succeed."""
+    skipped = {} if skipped is None else skipped
+    weights = None if np.allclose(panel["weight"], 1.0) else "weight"
+    common = dict(y="y", unit="urn", time="year", cohort="cohort", cluster="cluster", weights=weights)
+    out: dict[str, EstimatorResult] = {}
+    for name in study.estimators.use:
+        say(f"  {name}")
+        if name != study.estimators.primary:
+            try:
+                out[name] = _one_estimator(name, study, panel, common)
+            except InputError as err:  # this design cannot support it: say why, keep the others
+                say(f"    not computed: {err.render()}")
+                skipped[name] = err.render()
+            continue
+        out[name] = _one_estimator(name, study, panel, common)
+    return out
+
+
+def _one_estimator(name: str, study: Study, panel: pd.DataFrame, common: dict) -> EstimatorResult:
     from evaluation.estimators.callaway_santanna import aggte, att_gt
     from evaluation.estimators.imputation import imputation_did
     from evaluation.estimators.sun_abraham import sun_abraham
     from evaluation.estimators.twfe import event_study, twfe_did
 
     lo, hi = study.outcome.window
-    weights = None if np.allclose(panel["weight"], 1.0) else "weight"
-    common = dict(y="y", unit="urn", time="year", cohort="cohort", cluster="cluster", weights=weights)
-    out: dict[str, EstimatorResult] = {}
-    for name in study.estimators.use:
-        say(f"  {name}")
-        if name == "twfe":
-            out[name] = twfe_did(panel, **common)
-        elif name == "event_study":
-            out[name] = event_study(panel, leads=-lo, lags=hi, ref=-1, **common)
-        elif name == "callaway_santanna":
-            gt = att_gt(panel, control="never", alpha=study.inference.alpha, **common)
-            simple = aggte(gt, "simple", max_e=hi)
-            dynamic = aggte(gt, "dynamic", min_e=lo, max_e=hi)
-            simple.event_time = dynamic.event_time
-            simple.group_time = gt.group_time
-            simple.details = {**simple.details, "pretest": gt.details.get("pretest"),
-                              "dynamic_overall": dynamic.overall.to_dict() if dynamic.overall else None}
-            simple.notes = list(dict.fromkeys(gt.notes + simple.notes))
-            out[name] = simple
-        elif name == "sun_abraham":
-            out[name] = sun_abraham(panel, **common)
-        elif name == "imputation":
-            out[name] = imputation_did(panel, horizons=list(range(0, hi + 1)), pretrend_leads=min(3, -lo - 1),
-                                       alpha=study.inference.alpha, **common)
-    return out
+    if name == "twfe":
+        return twfe_did(panel, **common)
+    if name == "event_study":
+        return event_study(panel, leads=-lo, lags=hi, ref=-1, **common)
+    if name == "sun_abraham":
+        return sun_abraham(panel, **common)
+    if name == "imputation":
+        return imputation_did(panel, horizons=list(range(0, hi + 1)), pretrend_leads=min(3, -lo - 1),
+                              alpha=study.inference.alpha, **common)
+    # callaway_santanna: the simple ATT within the window, event-time rows from the dynamic aggregation
+    gt = att_gt(panel, control="never", alpha=study.inference.alpha, **common)
+    simple = aggte(gt, "simple", max_e=hi)
+    dynamic = aggte(gt, "dynamic", min_e=lo, max_e=hi)
+    simple.event_time = dynamic.event_time
+    simple.group_time = gt.group_time
+    simple.details = {**simple.details, "pretest": gt.details.get("pretest"),
+                      "dynamic_overall": dynamic.overall.to_dict() if dynamic.overall else None}
+    simple.notes = list(dict.fromkeys(gt.notes + simple.notes))
+    return simple
 
 
 def event_study_pretrend(res: EstimatorResult) -> dict | None:
@@ -361,7 +378,8 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         raise InputError(problem("no partnership school could be matched: relax the caliper or the covariates",
                                  column="matching.caliper", value=study.matching.caliper))
     say(f"[3/6] estimating on {len(panel)} school-years of {panel['urn'].nunique()} schools")
-    ests = run_estimators(study, panel, say)
+    not_computed: dict[str, str] = {}
+    ests = run_estimators(study, panel, say, not_computed)
     say("[4/6] diagnostics")
     primary = ests[study.estimators.primary]
     diagnostics = {"pretrend": {}, "balance": {
@@ -417,6 +435,7 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
                      "comparison_pool_rule": cohort.notes},
         "primary_estimator": study.estimators.primary,
         "estimates": {name: _estimate_entry(name, res) for name, res in ests.items()},
+        "estimators_not_computed": not_computed,
         "event_study": {name: _event_rows(res) for name, res in ests.items() if res.event_time is not None},
         "diagnostics": diagnostics,
         "trends": trends(study, data, matched),
@@ -454,11 +473,18 @@ def sensitivity(study: Study, data: StudyData, panel: pd.DataFrame, ests: dict[s
         out["honest_did"] = hd.to_dict()
     out["placebo_dates"] = placebo_dates(study, data).to_dict()
     n_clusters = int(panel["cluster"].nunique())
-    if n_clusters < SMALL_CLUSTER_THRESHOLD:
-        small = {"n_clusters": n_clusters, "threshold": SMALL_CLUSTER_THRESHOLD}
+    n_treated = int(panel.loc[panel["cohort"] > 0, "cluster"].nunique())
+    # few clusters in all, or few treated ones (MacKinnon & Webb 2017), make CRV1 unreliable
+    if min(n_clusters, n_treated) < SMALL_CLUSTER_THRESHOLD:
+        small = {"n_clusters": n_clusters, "n_treated_clusters": n_treated, "threshold": SMALL_CLUSTER_THRESHOLD}
         treated = panel.assign(D=((panel["cohort"] > 0) & (panel["year"] >= panel["cohort"])).astype(float))
+        # with enough clusters in all but few partnerships, force the bootstrap (its own switch counts all)
+        threshold = SMALL_CLUSTER_THRESHOLD if n_clusters < SMALL_CLUSTER_THRESHOLD else n_clusters + 1
+        small["reason"] = (f"{n_clusters} clusters in all" if n_clusters < SMALL_CLUSTER_THRESHOLD else
+                           f"only {n_treated} treated clusters (partnerships) among {n_clusters}")
         small["twfe"] = robust_inference(treated, "y ~ D | urn + year", "D", cluster="cluster",
-                                         seed=study.inference.seed, alpha=study.inference.alpha).to_dict()
+                                         seed=study.inference.seed, alpha=study.inference.alpha,
+                                         threshold=threshold).to_dict()
         if "callaway_santanna" in ests:
             from evaluation.estimators.callaway_santanna import att_gt
 

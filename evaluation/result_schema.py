@@ -141,6 +141,7 @@ class StudyResult(_Open):
     matching: MatchingInfo
     primary_estimator: str
     estimates: dict[str, EstimateEntry]
+    estimators_not_computed: dict[str, str] = {}
     event_study: dict[str, list[EventRow]]
     diagnostics: dict
     trends: list[TrendRow]

@@ -161,3 +161,27 @@ def test_event_study_estimates_cover_the_planted_effects(tmp_path):
     assert np.mean(inside_post) >= 0.8, np.mean(inside_post)
     assert np.mean(inside_pre) >= 0.8, np.mean(inside_pre)
     assert abs(np.mean(pre_z)) < 1.0
+
+
+def test_few_partnerships_switch_to_the_wild_bootstrap(tmp_path, small_store):
+    """Umbrella trusts are few: the result carries wild-bootstrap inference and the rating says why."""
+    from evaluation.data.panels import load_study_data
+    from evaluation.effects import security_rating
+    from evaluation.pipeline import run_study
+    from evaluation.study import load_study
+
+    path = tmp_path / "few.toml"
+    path.write_text((STUDIES / "federation_primary_ks2.toml").read_text()
+                    .replace('id = "federation_primary_ks2"', 'id = "few"')
+                    .replace('["federation_hard"]', '["umbrella_trust"]')
+                    .replace('exclude_types = ["federation_hard", "federation_soft"]', 'exclude_types = []')
+                    .replace("joined_between = [2014, 2017]", "joined_between = [2014, 2018]")
+                    .replace("window = [-4, 4]", "window = [-3, 3]"))
+    study = load_study(path)
+    result = run_study(study, load_study_data(small_store, study)).result
+    small = result["diagnostics"]["small_cluster_inference"]
+    assert small["n_treated_clusters"] < 30 <= small["n_clusters"]
+    twfe = small["twfe"]
+    assert twfe["policy"].startswith("wild-bootstrap") and 0 < twfe["estimate"]["p"] <= 1
+    assert twfe["estimate"]["ci_low"] < twfe["estimate"]["estimate"] < twfe["estimate"]["ci_high"]
+    assert any("partnerships, too few for conventional" in r for r in security_rating(result).reasons)

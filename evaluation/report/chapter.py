@@ -300,12 +300,35 @@ def _estimates_section(result: dict) -> str:
     ])
 
 
+def _small_cluster_block(small: dict | None) -> list[str]:
+    """With fewer than 30 clusters, the wild cluster bootstrap replaces conventional inference."""
+    if not small:
+        return []
+    out = ["### Few clusters: wild cluster bootstrap", "",
+           f"Only {small.get('n_treated_clusters', small['n_clusters'])} partnerships (treated clusters) among "
+           f"{small['n_clusters']} clusters in all (the threshold is {small['threshold']}), so conventional "
+           "cluster-robust standard errors are too optimistic. These p-values and confidence "
+           "intervals come from the restricted wild cluster bootstrap (Roodman et al. 2019) instead:", "",
+           "| Estimate | Effect | p (bootstrap) | 95% CI (bootstrap) |", "|---|---:|---:|---|"]
+    twfe = small.get("twfe")
+    if twfe:
+        e = twfe["estimate"]
+        out.append(f"| Two-way fixed effects | {num(e['estimate'])} | {pvalue(e['p'])} | {num(e['ci_low'])} to "
+                   f"{num(e['ci_high'])} |")
+    cs = small.get("callaway_santanna")
+    if cs:
+        out.append(f"| Callaway & Sant'Anna ATT | {num(cs['estimate'])} | {pvalue(cs['p'])} | {num(cs['ci_low'])} to "
+                   f"{num(cs['ci_high'])} |")
+    return out + [""]
+
+
 def _robustness_section(result: dict) -> str:
     diag = result["diagnostics"]
     c = result["counts"]
     sec = security_rating(result)
     es = effect_size(result)
     out = ["## Robustness and diagnostics", ""]
+    out += _small_cluster_block(diag.get("small_cluster_inference"))
     out += ["### Goodman-Bacon decomposition", ""]
     bacon = diag.get("bacon")
     if bacon and bacon.get("by_type"):
