@@ -50,6 +50,18 @@ class StudyResults:
 # ---------------------------------------------------------------------------- reading results
 
 
+def result_files(root: Path):
+    """(directory, path, parsed JSON or None, Problem or None) for each ``root/<name>/result.json``."""
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        path = sub / "result.json"
+        if not path.exists():
+            continue
+        try:
+            yield sub, path, json.loads(path.read_text(encoding="utf-8")), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            yield sub, path, None, problem(f"not valid JSON ({err})", file=str(path))
+
+
 def load_results(results_dir: str | Path) -> list[StudyResults]:
     """Every ``results/<id>/result.json``, checked against the contract, sorted by study id."""
     root = Path(results_dir)
@@ -57,14 +69,9 @@ def load_results(results_dir: str | Path) -> list[StudyResults]:
         raise InputError(problem("no results directory: run `impact run STUDY` (or `impact demo`) first",
                                  file=str(root)))
     found, problems = [], []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        path = sub / "result.json"
-        if not path.exists():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            problems.append(problem(f"not valid JSON ({err})", file=str(path)))
+    for sub, path, data, bad in result_files(root):
+        if bad is not None:
+            problems.append(bad)
             continue
         try:
             StudyResult.model_validate(data)

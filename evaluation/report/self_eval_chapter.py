@@ -7,7 +7,6 @@ could have shown (MDES), and what the data cannot tell.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -24,15 +23,12 @@ def load_self_evaluations(results_dir: str | Path) -> list[tuple[Path, dict]]:
     root = Path(results_dir) / "self-evaluations"
     if not root.is_dir():
         return []
+    from evaluation.report.book import result_files
+
     found = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        path = sub / "result.json"
-        if not path.exists():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(problem(f"not valid JSON ({err})", file=str(path))) from None
+    for sub, path, data, bad in result_files(root):
+        if bad is not None:
+            raise InputError(bad)
         missing = [k for k in REQUIRED if k not in data]
         if missing or data.get("kind") != "self_evaluation":
             raise InputError(problem(f"not a self-evaluation result (missing {', '.join(missing) or 'kind'}): "
