@@ -119,7 +119,7 @@ def build_cohort(study: Study, data: StudyData) -> Cohort:
     return Cohort(treated, pool.reset_index(drop=True), notes)
 
 
-def _pre_features(wide: pd.DataFrame, years: list[int]) -> pd.DataFrame:
+def pre_features(wide: pd.DataFrame, years: list[int]) -> pd.DataFrame:
     """Level (mean), trend (OLS slope per year) and last value over the given years."""
     cols = [y for y in years if y in wide.columns]
     block = wide.reindex(columns=years)
@@ -153,7 +153,7 @@ def matching_frame(study: Study, data: StudyData, cohort: Cohort, g: int) -> tup
     y = study.outcome.name
     sy = data.school_years
     wide = sy.pivot(index="urn", columns="year", values=y)
-    feats = _pre_features(wide, pre_years)
+    feats = pre_features(wide, pre_years)
     ctx = sy[sy["year"].isin(pre_years)].groupby("urn")[list(CONTEXT_COVARIATES)].mean()
     treated = cohort.treated[cohort.treated["g"] == g][["urn", "region", "la_code", "urban_rural"]].assign(treated=1)
     pool = cohort.pool

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from evaluation import __version__
-from evaluation.cohorts import StudyData, _pre_features
+from evaluation.cohorts import StudyData, pre_features
 from evaluation.data.calendar import first_exposed_year
 from evaluation.data.schema import load_schema
 from evaluation.effects import months_progress
@@ -57,7 +57,7 @@ class SelfEvaluationSpec:
 
 def read_schools_file(path) -> pd.DataFrame:
     """A partnership's schools: CSV with columns urn and joined (a date), one row per school."""
-    from evaluation.data.validate import _parse_dates, read_raw
+    from evaluation.data.validate import parse_dates, read_raw
 
     raw = read_raw(path)
     cells = raw.cells.rename(columns=lambda c: str(c).strip().lower())
@@ -69,7 +69,7 @@ def read_schools_file(path) -> pd.DataFrame:
     if problems:
         raise InputError(problems)
     urn = pd.to_numeric(cells["urn"].str.strip(), errors="coerce")
-    joined, bad_dates = _parse_dates(cells["joined"].str.strip())
+    joined, bad_dates = parse_dates(cells["joined"].str.strip())
     for row in urn.index[urn.isna() | (urn % 1 != 0)]:
         problems.append(problem("expected a six-digit URN", file=raw.label, row=int(row), column="urn",
                                 value=cells.at[row, "urn"]))
@@ -122,7 +122,7 @@ def _families(spec, data, treated, outcome, g0):
     sy = data.school_years
     pre = list(range(g0 - spec.pre_years, g0))
     wide = sy.pivot(index="urn", columns="year", values=outcome)
-    feats = _pre_features(wide, pre)
+    feats = pre_features(wide, pre)
     ctx = sy[sy["year"].isin(pre)].groupby("urn")[list(CONTEXT_COVARIATES)].mean()
     phase = treated["phase"].iloc[0]
     schools = data.schools

@@ -230,7 +230,7 @@ def _parse_numbers(text: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Ser
     return values, bad
 
 
-def _parse_dates(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+def parse_dates(text: pd.Series) -> tuple[pd.Series, pd.Series]:
     result = pd.Series(pd.NaT, index=text.index, dtype="datetime64[s]")
     todo = text != ""
     for fmt in _DATE_FORMATS:
@@ -289,7 +289,7 @@ def parse_column(text: pd.Series, spec: ColumnSpec, log: ProblemLog,
             expected += " (or a DfE marker such as SUPP, NE, NP, LOWCOV, x, c)"
         log.add_rows(bad[bad].index, spec.name, text[bad], expected)
     elif spec.type == "date":
-        values, bad = _parse_dates(text)
+        values, bad = parse_dates(text)
         log.add_rows(bad[bad].index, spec.name, text[bad], f"expected {spec.expectation()}")
     elif spec.type == "boolean":
         values, bad = _parse_booleans(text)

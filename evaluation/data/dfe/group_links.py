@@ -28,7 +28,7 @@ import pandas as pd
 from evaluation.data.dfe.common import ImportedTable, Tally, cell, read_download, text_table
 from evaluation.data.dfe.groups import group_type_rules, unknown_group_types
 from evaluation.data.dfe.links import map_urns
-from evaluation.data.validate import (ProblemLog, RawTable, ValidatedTable, _parse_dates, empty_missing_table,
+from evaluation.data.validate import (ProblemLog, RawTable, ValidatedTable, parse_dates, empty_missing_table,
                                       validate)
 
 REQUIRED = ("Group UID", "URN", "Group Type")
@@ -51,7 +51,7 @@ def read_group_links(path, partnerships: pd.DataFrame, schools: pd.DataFrame, es
     bad = urn.isna() | (urn % 1 != 0) | (urn < 100000) | (urn > 999999)
     log.add_rows(bad[bad].index, "URN", urn_text[bad], "expected a six-digit URN")
     joined_text = get("Joined date")
-    joined, bad_date = _parse_dates(joined_text)
+    joined, bad_date = parse_dates(joined_text)
     log.add_rows(bad_date[bad_date].index, "Joined date", joined_text[bad_date], "expected a date (DD/MM/YYYY)")
     log.raise_if_any("nothing was imported")
     urn = urn.astype("Int64")

@@ -23,7 +23,7 @@ import pandas as pd
 
 from evaluation.data.dfe.common import Tally, cell, read_download
 from evaluation.data.dfe.mappings import gias_mappings
-from evaluation.data.validate import ProblemLog, RawTable, _parse_dates
+from evaluation.data.validate import ProblemLog, RawTable, parse_dates
 
 REQUIRED = ("URN", "LinkURN", "LinkType")
 LINKS_TABLE = "school_urn_links"
@@ -37,7 +37,7 @@ def read_links(path) -> tuple[RawTable, pd.DataFrame, Tally]:
     urn = _urns(cell(raw, columns, "URN"), "URN", log)
     link = _urns(cell(raw, columns, "LinkURN"), "LinkURN", log)
     ltype = cell(raw, columns, "LinkType")
-    dates, bad = _parse_dates(cell(raw, columns, "LinkEstablishedDate"))
+    dates, bad = parse_dates(cell(raw, columns, "LinkEstablishedDate"))
     log.add_rows(bad[bad].index, "LinkEstablishedDate", cell(raw, columns, "LinkEstablishedDate")[bad],
                  "expected a date (DD/MM/YYYY)")
     kinds = gias_mappings()["link_type"]
