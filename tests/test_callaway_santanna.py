@@ -309,9 +309,96 @@ def test_clustered_bootstrap_close_to_clustered_analytic(mpdta):
     state = mpdta.assign(grp=(rank * 7919 % 997) % 40)  # 40 clusters of unequal size
     analytic = att_gt(state, **KEYS, cluster="grp")
     boot = att_gt(state, **KEYS, cluster="grp", bootstrap=2000, seed=5)
-    assert analytic.n_clusters == 40 and any("averaged within clusters" in n for n in analytic.notes)
+    assert analytic.n_clusters == 40 and any("cluster sums" in n for n in analytic.notes)
     # with 40 clusters the bootstrap distribution is less normal: a looser MC band
     np.testing.assert_allclose(boot.group_time["se"], analytic.group_time["se"], rtol=_mc_rel_tol(2000, 6))
+
+
+def _trusts_and_singletons(seed=7, periods=6):
+    """40 trusts of 2 to 40 schools (skewed), 400 singleton comparison schools, trust-year shocks,
+    two joining cohorts; the cluster column is the trust for members and the school otherwise."""
+    rng = np.random.default_rng(seed)
+    sizes = np.unique(np.r_[2, 40, np.round(np.exp(rng.uniform(np.log(2), np.log(40), 38)))].astype(int))
+    sizes = np.r_[sizes, rng.integers(2, 41, 40 - len(sizes))]
+    trust = np.repeat(np.arange(len(sizes)), sizes)
+    g_trust = rng.choice([3, 5], size=len(sizes))
+    n_t, n_c = len(trust), 400
+    unit = np.arange(n_t + n_c)
+    cohort = np.r_[g_trust[trust], np.zeros(n_c, dtype=int)]
+    cluster = np.r_[trust, len(sizes) + np.arange(n_c)]
+    shock = rng.normal(scale=2.0, size=(len(sizes) + n_c, periods))
+    alpha = rng.normal(size=n_t + n_c)
+    rows = []
+    for t in range(1, periods + 1):
+        y = alpha + 0.3 * t + shock[cluster, t - 1] + rng.normal(size=n_t + n_c)
+        rows.append(pd.DataFrame({"id": unit, "t": t, "y": y, "g": cohort, "cl": cluster}))
+    return pd.concat(rows, ignore_index=True), sizes
+
+
+KEYS_SIM = dict(y="y", unit="id", time="t", cohort="g")
+
+
+def _sum_se(psi: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    sums = pd.DataFrame(psi).groupby(cluster).sum().to_numpy()
+    return np.sqrt((sums ** 2).sum(axis=0)) / psi.shape[0]
+
+
+def test_unequal_clusters_use_cluster_sums():
+    """Trusts of 2 to 40 schools and singleton comparison schools: the clustered SEs of every
+    ATT(g,t) and every aggregation equal sqrt(sum_c S_c^2)/n (R did 2.5, CS 2021 Remark 10)."""
+    panel, sizes = _trusts_and_singletons()
+    assert sizes.min() == 2 and sizes.max() == 40
+    fit = att_gt(panel, **KEYS_SIM, cluster="cl")
+    units = panel.drop_duplicates("id").sort_values("id")
+    cl = units["cl"].to_numpy()
+    np.testing.assert_allclose(fit.group_time["se"], _sum_se(fit.influence, cl), rtol=1e-10)
+    for kind in ("simple", "group", "dynamic", "calendar"):
+        agg = aggte(fit, kind)
+        np.testing.assert_allclose(np.r_[agg.egt["se"].to_numpy(), agg.overall.se],
+                                   _sum_se(agg.influence, cl), rtol=1e-10)
+    # the old cluster-means formula differs materially here (it equals this only with equal sizes)
+    simple = aggte(fit, "simple")
+    means = pd.Series(simple.influence[:, -1]).groupby(cl).mean()
+    old = np.sqrt((means ** 2).sum()) / len(means)
+    assert abs(old / simple.overall.se - 1) > 0.2
+
+
+def test_cluster_sum_se_is_cluster_robust_ols_for_a_2x2():
+    """One cohort, two periods, no covariates: the CS ATT is the difference in mean changes and
+    its clustered SE is the CR0 SE of OLS of the change on treatment (statsmodels, no correction)."""
+    import statsmodels.api as sm
+
+    panel, _ = _trusts_and_singletons(seed=3)
+    two = panel[panel["t"].isin([2, 3])].assign(g=lambda d: np.where(d["g"] > 0, 3, 0))
+    fit = aggte(att_gt(two, **KEYS_SIM, cluster="cl"), "simple")
+    wide = two.pivot(index="id", columns="t", values="y")
+    units = two.drop_duplicates("id").set_index("id").loc[wide.index]
+    X = sm.add_constant((units["g"] > 0).astype(float).to_numpy())
+    ols = sm.OLS((wide[3] - wide[2]).to_numpy(), X).fit(
+        cov_type="cluster", cov_kwds={"groups": units["cl"].to_numpy(), "use_correction": False})
+    assert fit.overall.estimate == pytest.approx(ols.params[1], rel=1e-12)
+    assert fit.overall.se == pytest.approx(ols.bse[1], rel=1e-10)
+
+
+def test_unequal_clusters_bootstrap_and_pretest():
+    panel, _ = _trusts_and_singletons(seed=11)
+    analytic = att_gt(panel, **KEYS_SIM, cluster="cl")
+    draws = 4000
+    boot = att_gt(panel, **KEYS_SIM, cluster="cl", bootstrap=draws, seed=2)
+    np.testing.assert_allclose(boot.group_time["se"], analytic.group_time["se"], rtol=_mc_rel_tol(draws))
+    agg_b = aggte(analytic, "simple", bootstrap=draws, seed=3)
+    assert agg_b.overall.se == pytest.approx(aggte(analytic, "simple").overall.se, rel=_mc_rel_tol(draws))
+    # the pre-test uses the clustered V = S'S/n
+    pre = analytic.details["pretest"]
+    gt = analytic.group_time
+    idx = np.flatnonzero(gt["g"].to_numpy() > gt["t"].to_numpy())
+    cl = panel.drop_duplicates("id").sort_values("id")["cl"].to_numpy()
+    S = pd.DataFrame(analytic.influence[:, idx]).groupby(cl).sum().to_numpy()
+    n = analytic.influence.shape[0]
+    b = gt["estimate"].to_numpy()[idx]
+    W = n * b @ np.linalg.solve(S.T @ S / n, b)
+    assert pre["W"] == pytest.approx(W, rel=1e-10) and pre["df"] == len(idx)
+    assert pre["n_clusters"] == analytic.n_clusters
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ estimated with the panel estimators of Sant'Anna & Zhao (2020, J. Econometrics 2
 Unbalanced panels go through the repeated-cross-section route R ``did`` takes with
 ``allow_unbalanced_panel=TRUE`` (cell-mean DiD on the observations present; unconditional only).
 
-Variance (R ``did`` convention): with psi the n x K matrix of influence functions (one row per
-unit, zero for units outside G or C, scaled by n/n1), se_k = sqrt(sum_i psi_ik^2) / n. With a
-cluster column, se_k = sqrt(sum_c psibar_ck^2) / C, psibar_ck the mean of psi over the units of
-cluster c: exactly the variance of R ``did``'s clustered multiplier bootstrap (``mboot``), which
-averages the influence function within clusters. The multiplier bootstrap uses Rademacher
-weights (BMisc::multiplier_bootstrap), IQR-based standard errors and a sup-t critical value for
-simultaneous bands (CS 2021, Sec. 4.1, Algorithm 1).
+Variance (R ``did`` 2.5 convention; Callaway & Sant'Anna 2021, Remark 10): with psi the n x K
+matrix of influence functions (one row per unit, zero for units outside G or C, scaled by n/n1)
+and S_ck = sum_{i in c} psi_ik the cluster sums, se_k = sqrt(sum_c S_ck^2) / n; without a
+cluster column every unit is its own cluster and this is sqrt(sum_i psi_ik^2) / n. No
+small-sample factor (R did applies none; ``diff-diff`` multiplies by G/(G-1)). Cluster *sums*
+are the linearisation of the estimator; cluster *means* (R did before 2.5) agree with them only
+when every cluster has the same size. The multiplier bootstrap uses Rademacher weights on the
+cluster sums (BMisc::multiplier_bootstrap, did::mboot), IQR-based standard errors
+sigma * sqrt(C) / n and a sup-t critical value for simultaneous bands (CS 2021, Sec. 4.1,
+Algorithm 1); the Wald pre-test uses the same clustered V = S'S / n.
 """
 
 from __future__ import annotations
@@ -525,8 +528,8 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
     group_time = pd.concat([gt[["g", "t"]], table], axis=1)
     group_time["post"] = gt["post"].to_numpy()
     if p.n_clusters < len(p.cohort) and not bootstrap:
-        notes.append("Clustered analytic SEs use R did's convention: the influence function is "
-                     "averaged within clusters (the variance of did's clustered multiplier bootstrap).")
+        notes.append("Clustered analytic SEs use R did 2.5's convention: sqrt(sum_c S_c^2)/n with S_c the "
+                     "cluster sums of the influence function, no small-sample factor.")
     result = GroupTimeResult(
         estimator=f"callaway-santanna ({method}, {'never' if control == 'never' else 'not-yet'}-treated "
                   f"comparison, {base_period} base period)",
@@ -551,29 +554,32 @@ def _variance(cluster_col, n_clusters, bootstrap) -> VarianceConvention:
         return VarianceConvention(
             kind="multiplier-bootstrap",
             small_sample=(f"none; Rademacher multiplier bootstrap with {int(bootstrap)} draws on the "
-                          "cluster-mean influence function, se = IQR/(z.75 - z.25)/sqrt(C), "
-                          "simultaneous sup-t bands (R did mboot)"),
+                          "cluster sums S_c of the influence function, se = IQR/(z.75 - z.25) * sqrt(C)/n, "
+                          "simultaneous sup-t bands (R did 2.5 mboot)"),
             cluster=cluster_col, n_clusters=n_clusters)
     return VarianceConvention(
         kind="influence-function",
-        small_sample=("none; se = sqrt(sum_c psibar_c^2)/C with psibar_c the mean influence function "
-                      "in cluster c (units are their own clusters by default: sqrt(sum_i psi_i^2)/n), "
-                      "R did convention"),
+        small_sample=("none; se = sqrt(sum_c S_c^2)/n with S_c the sum of the influence function over "
+                      "the units of cluster c (units are their own clusters by default), R did 2.5 convention "
+                      "(CS 2021 Remark 10)"),
         cluster=cluster_col, n_clusters=n_clusters)
 
 
-def _cluster_means(psi: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.ndarray:
-    counts = np.bincount(cluster, minlength=n_clusters).astype(float)
+def _cluster_sums(psi: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.ndarray:
+    """C x K sums of the influence function within clusters (R ``rowsum(psi, cluster)``)."""
     sums = np.zeros((n_clusters, psi.shape[1]))
+    if n_clusters == len(cluster):  # every unit its own cluster: a permutation of psi
+        sums[cluster] = psi
+        return sums
     np.add.at(sums, cluster, psi)
-    return sums / counts[:, None]
+    return sums
 
 
 def _analytic_se(psi: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.ndarray:
-    """R did's analytic SE: sqrt(mean(psi^2)/n); with clusters, the cluster-mean analogue."""
+    """R did 2.5's analytic SE: sqrt(sum_c S_c^2) / n, S_c the cluster sums of psi (CS 2021 Remark 10)."""
     psi = np.atleast_2d(psi.T).T
-    means = _cluster_means(psi, cluster, n_clusters) if n_clusters < len(cluster) else psi
-    se = np.sqrt(np.sum(means ** 2, axis=0)) / means.shape[0]
+    sums = _cluster_sums(psi, cluster, n_clusters)
+    se = np.sqrt(np.sum(sums ** 2, axis=0)) / psi.shape[0]
     return np.where(se <= SE_ZERO, np.nan, se)
 
 
@@ -584,24 +590,26 @@ def _quantile1(x: np.ndarray, q: float, axis=0):
 
 def multiplier_bootstrap(psi: np.ndarray, cluster: np.ndarray, n_clusters: int, draws: int,
                          seed, alpha: float = 0.05) -> tuple[np.ndarray, float]:
-    """Multiplier bootstrap of CS 2021 Algorithm 1 as in R did's ``mboot``.
+    """Multiplier bootstrap of CS 2021 Algorithm 1 as in R did 2.5's ``mboot``.
 
-    Rademacher weights V_c (BMisc::multiplier_bootstrap) multiply the cluster-mean influence
-    function; per draw R*_k = sqrt(C) * mean_c V_c psibar_ck. Returns the IQR-based SEs
-    (IQR / (z_.75 - z_.25) / sqrt(C)) and the (1 - alpha) quantile of max_k |R*_k / sigma_k|.
+    Rademacher weights V_c (BMisc::multiplier_bootstrap) multiply the cluster sums S_c of the
+    influence function; per draw R*_k = sqrt(C) * mean_c V_c S_ck. Returns the IQR-based SEs
+    (IQR / (z_.75 - z_.25) * sqrt(C) / n, which estimates sqrt(sum_c S_c^2) / n) and the
+    (1 - alpha) quantile of max_k |R*_k / sigma_k| (sup-t critical value).
     """
     psi = np.atleast_2d(psi.T).T
-    means = _cluster_means(psi, cluster, n_clusters) if n_clusters < len(cluster) else psi
-    C = means.shape[0]
+    n = psi.shape[0]
+    sums = _cluster_sums(psi, cluster, n_clusters)
+    C = sums.shape[0]
     rng = np.random.default_rng(seed)
-    boot = np.empty((draws, means.shape[1]))
+    boot = np.empty((draws, sums.shape[1]))
     chunk = max(1, 2_000_000 // max(C, 1))
     for start in range(0, draws, chunk):
         stop = min(draws, start + chunk)
         V = rng.integers(0, 2, size=(stop - start, C)) * 2.0 - 1.0
-        boot[start:stop] = np.sqrt(C) * (V @ means) / C
+        boot[start:stop] = np.sqrt(C) * (V @ sums) / C
     ok = np.isfinite(boot.sum(axis=0)) & (np.sum(boot ** 2, axis=0) > SE_ZERO)
-    sigma = np.full(means.shape[1], np.nan)
+    sigma = np.full(sums.shape[1], np.nan)
     iqr = _quantile1(boot[:, ok], 0.75) - _quantile1(boot[:, ok], 0.25)
     sigma[ok] = iqr / (stats.norm.ppf(0.75) - stats.norm.ppf(0.25))
     sigma[sigma <= SE_ZERO] = np.nan
@@ -609,7 +617,7 @@ def multiplier_bootstrap(psi: np.ndarray, cluster: np.ndarray, n_clusters: int, 
         tmax = np.nanmax(np.abs(boot[:, ok] / sigma[ok]), axis=1) if ok.any() else np.full(draws, np.nan)
     tmax = tmax[np.isfinite(tmax)]
     crit = float(_quantile1(tmax, 1 - alpha)) if len(tmax) else float("nan")
-    return sigma / np.sqrt(C), crit
+    return sigma * np.sqrt(C) / n, crit
 
 
 def _checked_crit(crit: float, alpha: float, notes: list[str]) -> float:
@@ -622,26 +630,32 @@ def _checked_crit(crit: float, alpha: float, notes: list[str]) -> float:
 
 
 def pretest(result: GroupTimeResult) -> dict | None:
-    """Wald pre-test of parallel trends as R did's att_gt reports it (CS 2021, Sec. 4.2).
+    """Wald pre-test of parallel trends as R did 2.5's att_gt reports it (CS 2021, Sec. 4.2).
 
-    W = n * att_pre' V_pre^{-1} att_pre with V = psi'psi/n over pre-treatment ATT(g,t)
-    (unclustered, as in R), chi-squared with as many degrees of freedom as pre-periods.
-    R prints the p-value rounded to 5 digits; ``p_value`` here is unrounded.
+    W = n * att_pre' V_pre^{-1} att_pre with V = S'S / n over pre-treatment ATT(g,t), S the
+    C x K cluster sums of the influence function (psi'psi / n when units are their own
+    clusters), chi-squared with as many degrees of freedom as pre-periods. R prints the
+    p-value rounded to 5 digits; ``p_value`` here is unrounded.
     """
     gt = result.group_time
     psi = result.influence
     n = psi.shape[0]
-    se = np.sqrt(np.sum(psi ** 2, axis=0)) / n
+    cluster = result.unit_cluster if result.unit_cluster is not None else np.arange(n)
+    n_clusters = int(cluster.max()) + 1
+    sums = _cluster_sums(psi, cluster, n_clusters)
+    se = np.sqrt(np.sum(sums ** 2, axis=0)) / n
     pre = np.flatnonzero((gt["g"].to_numpy() > gt["t"].to_numpy()) & (se > SE_ZERO))
     if len(pre) == 0:
         return None
     att = gt["estimate"].to_numpy()[pre]
-    V = psi[:, pre].T @ psi[:, pre] / n
+    V = sums[:, pre].T @ sums[:, pre] / n
     if np.linalg.cond(V) >= 1 / np.finfo(float).eps:
         result.notes.append("Pre-test of parallel trends not computed: singular covariance matrix.")
         return None
     W = float(n * att @ np.linalg.solve(V, att))
-    return {"W": W, "df": int(len(pre)), "p_value": float(stats.chi2.sf(W, len(pre)))}
+    return {"W": W, "df": int(len(pre)), "p_value": float(stats.chi2.sf(W, len(pre))),
+            "n_clusters": n_clusters,
+            "variance": "clustered: V = S'S/n with S the cluster sums of the influence function (R did 2.5)"}
 
 
 # --------------------------------------------------------------------------------------
