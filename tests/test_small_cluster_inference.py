@@ -365,3 +365,26 @@ def test_rejection_rates_with_few_clusters(G):
     assert 0.03 <= rates["WCR-webb"][0] <= 0.07, rates
     assert 0.03 <= rates["RI-t"][0] <= 0.07, rates
     assert rates["CRV1"][0] > 0.07, rates
+
+
+def test_weighted_wcr_is_the_weighted_fit_and_equals_duplicated_rows():
+    """Matching weights: the WCR t is feols(weights=...)'s t, and with integer weights the
+    bootstrap p-value and confidence set equal those of the data with each row repeated w times
+    (same clusters; only the (N-1)/(N-K) factor differs, which the bootstrap-t does not use)."""
+    panel = _fe_panel(G=9, units=40, T=6, seed=5)
+    rng = np.random.default_rng(9)
+    w_unit = rng.choice([1, 2, 3], size=panel["u"].nunique())
+    panel = panel.drop(columns="w").assign(aw=w_unit[pd.factorize(panel["u"])[0]].astype(float))
+    fit = feols(panel, "y ~ x | u + t", cluster="g", weights="aw")
+    res = wild_cluster_bootstrap(panel, "y ~ x | u + t", "x", cluster="g", aweights="aw", B=999, seed=1)
+    assert res.estimate == pytest.approx(fit.params["x"], rel=1e-10)
+    assert res.t_stat == pytest.approx(fit.coefficients.loc["x", "estimate"] / fit.coefficients.loc["x", "se"], rel=1e-8)
+    dup = panel.loc[panel.index.repeat(panel["aw"].astype(int))].reset_index(drop=True)
+    ref = wild_cluster_bootstrap(dup, "y ~ x | u + t", "x", cluster="g", B=999, seed=1)
+    assert res.estimate == pytest.approx(ref.estimate, rel=1e-10)
+    assert res.p_value == pytest.approx(ref.p_value, abs=1e-12)
+    assert res.ci_low == pytest.approx(ref.ci_low, rel=1e-6) and res.ci_high == pytest.approx(ref.ci_high, rel=1e-6)
+    unweighted = wild_cluster_bootstrap(panel, "y ~ x | u + t", "x", cluster="g", B=999, seed=1)
+    assert abs(unweighted.estimate - res.estimate) > 1e-3  # the weights matter here
+    ri = robust_inference(panel, "y ~ x | u + t", "x", cluster="g", aweights="aw", seed=1, B=999)
+    assert ri.estimate.estimate == pytest.approx(fit.params["x"], rel=1e-10)

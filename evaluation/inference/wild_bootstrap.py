@@ -349,20 +349,34 @@ def wild_bootstrap_arrays(y, X, cluster, R, r: float = 0.0, *, fe=(), B: int = 9
                           weights: str = "rademacher", impose_null: bool = True,
                           p_value: str = "symmetric", seed=None, alpha: float = 0.05,
                           ci: bool = True, dof_K: int | None = None, fe_tol: float = 1e-12,
-                          hypothesis: str = "R beta = r") -> WildBootstrapResult:
+                          hypothesis: str = "R beta = r", obs_weights=None) -> WildBootstrapResult:
     """WCR (or WCU) bootstrap of ``R beta = r`` for ``y = X beta + fixed effects + u``, on arrays.
 
     y: (n,); X: (n, k) regressors (no fixed effects); cluster: (n,) identifiers; R: (k,) weights of
     the linear combination; fe: list of (n,) fixed-effect identifiers. Fixed effects nested within
     the clusters are partialled out by ``demean``; the others enter as demeaned dummy columns (see
     the module docstring). dof_K: the K of the CRV1 factor (N-1)/(N-K); default: fixest's nested
-    convention computed here. Returns a :class:`WildBootstrapResult`.
+    convention computed here. obs_weights: (n,) analytic (regression) weights, as feols's
+    ``weights``: the fixed effects are projected out in the weighted inner product and every row is
+    then scaled by sqrt(w), so the bootstrap is of the weighted estimator (rows with w = 0 dropped).
+    Returns a :class:`WildBootstrapResult`.
     """
     _check_common(B, weights, alpha, p_value)
     y = np.asarray(y, dtype=float)
     X = np.asarray(X, dtype=float)
     if X.ndim == 1:
         X = X[:, None]
+    aw = None
+    if obs_weights is not None:
+        aw = np.asarray(obs_weights, dtype=float).reshape(-1)
+        if aw.shape != y.shape or not np.isfinite(aw).all() or (aw < 0).any():
+            raise InputError(problem(f"one finite, non-negative regression weight per row ({y.size})",
+                                     value="weights"))
+        keep = aw > 0
+        if not keep.all():
+            y, X, aw = y[keep], X[keep], aw[keep]
+            cluster = np.asarray(cluster)[keep]
+            fe = [np.asarray(f)[keep] for f in fe]
     n, k = X.shape
     Rvec = np.asarray(R, dtype=float).reshape(-1)
     if Rvec.shape != (k,):
@@ -391,7 +405,9 @@ def wild_bootstrap_arrays(y, X, cluster, R, r: float = 0.0, *, fe=(), B: int = 9
     Zraw = np.column_stack(blocks) if len(blocks) > 1 else X
     YZ = np.column_stack([y, Zraw])
     if nested_codes:
-        YZ = _fe.demean(YZ, [c for c, _ in nested_codes], tol=fe_tol)
+        YZ = _fe.demean(YZ, [c for c, _ in nested_codes], weights=aw, tol=fe_tol)
+    if aw is not None:  # WLS = OLS on sqrt(w)-scaled rows after the weighted projection (FWL)
+        YZ = YZ * np.sqrt(aw)[:, None]
     yd, Z = YZ[:, 0], np.asarray(YZ[:, 1:], order="C")
     # the extra columns may be collinear (e.g. several non-nested effects): keep an independent set
     extra = Z.shape[1] - k
@@ -427,6 +443,9 @@ def wild_bootstrap_arrays(y, X, cluster, R, r: float = 0.0, *, fe=(), B: int = 9
     if other:
         notes.append(f"{len(other)} fixed effect(s) not nested in the clusters carried as "
                      "dummies in the bootstrap (exact WCR).")
+    if aw is not None:
+        notes.append("Weighted least squares: the bootstrap re-estimates the weighted regression "
+                     "(the same weights as the fit).")
     method = f"{'restricted (WCR)' if impose_null else 'unrestricted (WCU)'} wild cluster bootstrap-t"
     variance = VarianceConvention(
         kind="wild-cluster-bootstrap",
@@ -466,7 +485,7 @@ def wild_cluster_bootstrap(data: pd.DataFrame, formula: str, coef, *, cluster: s
                            null: float = 0.0, B: int = 9999, weights: str = "rademacher",
                            impose_null: bool = True, p_value: str = "symmetric", seed=None,
                            alpha: float = 0.05, ci: bool = True,
-                           fe_tol: float = 1e-12) -> WildBootstrapResult:
+                           fe_tol: float = 1e-12, aweights: str | None = None) -> WildBootstrapResult:
     """Wild cluster bootstrap test of ``coef = null`` in ``feols(data, formula, cluster=cluster)``.
 
     formula: fixest syntax ``"y ~ x1 + x2 | fe1 + fe2"`` (as :func:`feols`); coef: a term name or
@@ -474,13 +493,15 @@ def wild_cluster_bootstrap(data: pd.DataFrame, formula: str, coef, *, cluster: s
     (e.g. the partnership). Default: WCR11 with Rademacher weights (enumerated when 2^G <= B),
     symmetric p-value, confidence set by test inversion; ``weights="webb"`` for few clusters.
     The sample, the regressors kept and the CRV1 K are feols's, so ``t_stat`` equals feols's t.
+    aweights: column of analytic (regression) weights, as feols's ``weights`` (e.g. matching
+    weights); the bootstrap then tests the weighted estimator the fit reports.
     """
     if not isinstance(data, pd.DataFrame):
         raise InputError(problem("a pandas DataFrame of data", value=type(data).__name__))
     if not isinstance(cluster, str) or not cluster:
         raise InputError(problem("cluster: the name of the column to cluster on", value=cluster))
     _check_common(B, weights, alpha, p_value)
-    fit = _fe.feols(data, formula, cluster=cluster, fe_tol=fe_tol)
+    fit = _fe.feols(data, formula, cluster=cluster, weights=aweights, fe_tol=fe_tol)
     names = list(fit.params.index)
     Rvec, text = _parse_coef(coef, names)
     parsed = _fe.parse_formula(formula)
@@ -489,10 +510,11 @@ def wild_cluster_bootstrap(data: pd.DataFrame, formula: str, coef, *, cluster: s
     X = X[:, [all_names.index(t) for t in names]]
     fe_codes = [_fe._codes(sub, f) for f in parsed.fixed_effects]
     cl = _fe._codes(sub, cluster)
+    aw = None if aweights is None else sub[aweights].to_numpy(dtype=float)
     res = wild_bootstrap_arrays(y, X, cl, Rvec, null, fe=fe_codes, B=B, weights=weights,
                                 impose_null=impose_null, p_value=p_value, seed=seed, alpha=alpha,
                                 ci=ci, dof_K=fit.dof_K, fe_tol=fe_tol,
-                                hypothesis=f"{text} = {null:g}")
+                                hypothesis=f"{text} = {null:g}", obs_weights=aw)
     res.variance = VarianceConvention(res.variance.kind, res.variance.small_sample, cluster=cluster,
                                       n_clusters=res.n_clusters, df=None)
     res.notes = list(fit.notes) + res.notes
@@ -646,7 +668,7 @@ class RobustInference:
 
 def robust_inference(data: pd.DataFrame, formula: str, coef, *, cluster: str, B: int = 9999,
                      seed=0, alpha: float = 0.05, threshold: int = SMALL_CLUSTER_THRESHOLD,
-                     result=None) -> RobustInference:
+                     result=None, aweights: str | None = None) -> RobustInference:
     """Pure function for the pipeline: CRV1 inference, switched to WCR when clusters < ``threshold``.
 
     Below the threshold the reported p-value and CI are the wild cluster bootstrap's (Webb weights
@@ -656,7 +678,7 @@ def robust_inference(data: pd.DataFrame, formula: str, coef, *, cluster: str, B:
     """
     if not isinstance(cluster, str) or not cluster:
         raise InputError(problem("cluster: the name of the column to cluster on", value=cluster))
-    fit = _fe.feols(data, formula, cluster=cluster)
+    fit = _fe.feols(data, formula, cluster=cluster, weights=aweights)
     names = list(fit.params.index)
     _parse_coef(coef, names)
     G = int(fit.variance.n_clusters)
@@ -681,7 +703,7 @@ def robust_inference(data: pd.DataFrame, formula: str, coef, *, cluster: str, B:
                                None, notes)
     weights = "webb" if policy == "wild-bootstrap-webb" else "rademacher"
     boot = wild_cluster_bootstrap(data, formula, coef, cluster=cluster, B=B, weights=weights,
-                                  seed=seed, alpha=alpha)
+                                  seed=seed, alpha=alpha, aweights=aweights)
     warning = (f"WARNING: only {G} clusters ({cluster}); conventional clustered standard errors "
                f"are unreliable below {threshold} clusters (they over-reject). p-value and "
                f"{100 * (1 - alpha):g}% CI are from the restricted wild cluster bootstrap "
