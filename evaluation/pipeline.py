@@ -21,10 +21,12 @@ from evaluation.cohorts import Cohort, StudyData, build_cohort, matching_frame
 from evaluation.data.schema import load_schema
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult
+from evaluation.estimators import registry
 from evaluation.matching import MatchResult, balance, family_of_schools, match
+from evaluation.spec import CLUSTER_COLUMNS, CLUSTER_WORDS, EstimationSpec, build_spec
 from evaluation.study import Study
 
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2
 SMD_THRESHOLD = 0.1
 
 
@@ -105,6 +107,47 @@ def pooled_balance(study: Study, matched: list[MatchedCohort]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- panel
 
 
+def matched_sets(cohort: Cohort, matched: list[MatchedCohort]) -> dict[int, str]:
+    """Cluster label per school for matched-set clustering (Abadie & Spiess 2022), merged with
+    partnerships: the connected components of the graph linking each partnership school to its
+    partnership and to the comparison schools matched to it. A comparison school matched in
+    several cohorts (or to several schools, with replacement) links those sets into one cluster.
+    Without matching (method "none") there are no sets: partnership clusters are used."""
+    parent: dict = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a, b):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb, key=str)] = min(ra, rb, key=str)
+
+    pid_of = cohort.treated.set_index("urn")["partnership_id"]
+    for m in matched:
+        if m.result is None:
+            continue
+        urns = m.frame["urn"].to_numpy()
+        treated_rows = np.flatnonzero(m.frame["treated"].to_numpy() == 1)
+        for i, row in zip(treated_rows, m.result.match_matrix):
+            if m.weights[i] <= 0:
+                continue
+            u = int(urns[i])
+            union(("S", u), ("P", str(pid_of.get(u))))
+            for j in row[row >= 0]:
+                union(("S", u), ("S", int(urns[j])))
+    labels = {}
+    for node in list(parent):
+        if node[0] == "S":
+            root = find(node)
+            labels[node[1]] = f"M:{root[0]}:{root[1]}"
+    return labels
+
+
 def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[MatchedCohort]) -> pd.DataFrame:
     """The matched panel: matched treated schools and the union of their comparison schools,
     over the calendar years the cohorts' windows span, rows with a published outcome only.
@@ -130,11 +173,13 @@ def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[
                           "weight": list(treated_w.values()) + list(control_w.values())})
     units["cohort"] = units["urn"].map(g_of).fillna(0).astype("int64")
     units.loc[units["urn"].isin(control_w), "cohort"] = 0
-    if study.inference.cluster == "partnership":
-        units["cluster"] = np.where(units["cohort"] > 0, "P:" + units["urn"].map(pid_of).astype(str),
-                                    "S:" + units["urn"].astype(str))
-    else:
-        units["cluster"] = "S:" + units["urn"].astype(str)
+    treated = units["cohort"] > 0
+    units["cluster_partnership"] = np.where(treated, "P:" + units["urn"].map(pid_of).astype(str),
+                                            "S:" + units["urn"].astype(str))
+    units["cluster_school"] = "S:" + units["urn"].astype(str)
+    units["cluster_matched_set"] = units["urn"].map(matched_sets(cohort, matched)).fillna(
+        units["cluster_partnership"])
+    units["cluster"] = units[CLUSTER_COLUMNS[study.inference.cluster]]
     sy = data.school_years
     rows = sy.loc[sy["urn"].isin(units["urn"]) & sy["year"].between(first, last),
                   ["urn", "year", study.outcome.name]].rename(columns={study.outcome.name: "y"})
@@ -147,56 +192,48 @@ def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[
 # ---------------------------------------------------------------------------- estimators
 
 
-def run_estimators(study: Study, panel: pd.DataFrame, say: Callable[[str], None],
+def run_estimators(spec: EstimationSpec, panel: pd.DataFrame, say: Callable[[str], None],
                    skipped: dict[str, str] | None = None) -> dict[str, EstimatorResult]:
-    """Every estimator the study lists, on the matched panel, clustered as the study says.
+    """Every estimator the spec lists, on the matched panel, with its weights and clustering.
 
     A secondary estimator the design cannot support (an InputError, e.g. leave-out variance
     with one partnership in a cohort) is left out and its reason put in ``skipped``; the
     primary estimator must succeed."""
     skipped = {} if skipped is None else skipped
-    weights = None if np.allclose(panel["weight"], 1.0) else "weight"
-    common = dict(y="y", unit="urn", time="year", cohort="cohort", cluster="cluster", weights=weights)
     out: dict[str, EstimatorResult] = {}
-    for name in study.estimators.use:
+    for name in spec.estimators:
         say(f"  {name}")
-        if name != study.estimators.primary:
+        if name != spec.primary:
             try:
-                out[name] = _one_estimator(name, study, panel, common)
+                out[name] = registry.fit(name, panel, spec)
             except InputError as err:  # this design cannot support it: say why, keep the others
                 say(f"    not computed: {err.render()}")
                 skipped[name] = err.render()
             continue
-        out[name] = _one_estimator(name, study, panel, common)
+        out[name] = registry.fit(name, panel, spec)
     return out
 
 
-def _one_estimator(name: str, study: Study, panel: pd.DataFrame, common: dict) -> EstimatorResult:
-    from evaluation.estimators.callaway_santanna import aggte, att_gt
-    from evaluation.estimators.imputation import imputation_did
-    from evaluation.estimators.sun_abraham import sun_abraham
-    from evaluation.estimators.twfe import event_study, twfe_did
-
-    lo, hi = study.outcome.window
-    if name == "twfe":
-        return twfe_did(panel, **common)
-    if name == "event_study":
-        return event_study(panel, leads=-lo, lags=hi, ref=-1, **common)
-    if name == "sun_abraham":
-        return sun_abraham(panel, **common)
-    if name == "imputation":
-        return imputation_did(panel, horizons=list(range(0, hi + 1)), pretrend_leads=min(3, -lo - 1),
-                              alpha=study.inference.alpha, **common)
-    # callaway_santanna: the simple ATT within the window, event-time rows from the dynamic aggregation
-    gt = att_gt(panel, control="never", alpha=study.inference.alpha, **common)
-    simple = aggte(gt, "simple", max_e=hi)
-    dynamic = aggte(gt, "dynamic", min_e=lo, max_e=hi)
-    simple.event_time = dynamic.event_time
-    simple.group_time = gt.group_time
-    simple.details = {**simple.details, "pretest": gt.details.get("pretest"),
-                      "dynamic_overall": dynamic.overall.to_dict() if dynamic.overall else None}
-    simple.notes = list(dict.fromkeys(gt.notes + simple.notes))
-    return simple
+def alternative_clusterings(spec: EstimationSpec, panel: pd.DataFrame, primary: EstimatorResult) -> dict:
+    """The primary estimate under each clustering the panel carries (same point estimate, same
+    weights; only the variance changes), beside the headline's."""
+    out = {"headline": spec.cluster, "rows": []}
+    treated = panel["cohort"] > 0
+    for kind, column in CLUSTER_COLUMNS.items():
+        res = primary if kind == spec.cluster else registry.fit(spec.primary, panel, spec, cluster=kind)
+        ov = res.overall
+        if ov is None:
+            continue
+        if not np.isclose(ov.estimate, primary.overall.estimate, rtol=1e-9, atol=1e-12):
+            raise RuntimeError(f"the {kind}-clustered refit changed the point estimate "
+                               f"({ov.estimate!r} vs {primary.overall.estimate!r})")
+        out["rows"].append({"clustering": kind, "description": CLUSTER_WORDS[kind],
+                            "estimate": float(ov.estimate), "se": float(ov.se), "ci_low": float(ov.ci_low),
+                            "ci_high": float(ov.ci_high), "p": _f(ov.p_value),
+                            "n_clusters": int(panel[column].nunique()),
+                            "n_treated_clusters": int(panel.loc[treated, column].nunique()),
+                            "variance": res.variance.to_dict()})
+    return out
 
 
 def event_study_pretrend(res: EstimatorResult) -> dict | None:
@@ -323,13 +360,20 @@ def trends(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[
 
 
 def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float | None, se: float | None) -> dict:
-    """The estimate in between-school standard deviations of the outcome (school level)."""
+    """The SDs an effect size can use: the between-school SD of the outcome (always, for reference)
+    and the pupil-level SD with its source, from the study definition (``[outcome] pupil_sd``) or,
+    on synthetic data, the generator's; None when neither gives one (then no months or g)."""
     year = min(cohort.cohorts) - 1
     sy = data.school_years
     phase_urns = data.schools.loc[data.schools["phase"] == study.cohort.phase, "urn"]
     values = sy.loc[(sy["year"] == year) & sy["urn"].isin(phase_urns), study.outcome.name].dropna()
     sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    pupil_sd, source = pupil_level_sd(study.outcome.name, data)
+    if study.outcome.pupil_sd is not None:
+        pupil_sd, source = float(study.outcome.pupil_sd), (f"national pupil-level SD of {study.outcome.name} "
+                                                           f"({study.outcome.pupil_sd:g}) stated in the study "
+                                                           f"definition: {study.outcome.pupil_sd_source}")
+    else:
+        pupil_sd, source = pupil_level_sd(study.outcome.name, data)
     return {"sd": sd, "sd_definition": f"between-school SD of {study.outcome.name} among {study.cohort.phase} "
                                         f"schools in {year} (the year before the first cohort joined), "
                                         f"{len(values)} schools",
@@ -342,8 +386,8 @@ def pupil_level_sd(outcome: str, data: StudyData) -> tuple[float | None, str | N
     """The national pupil-level SD of an outcome, where the data tell it.
 
     For the synthetic panel (a store with the generator's truth tables) it is the SD the
-    generator assumed; real school-level data carry none (then effect sizes use the
-    between-school SD and say so)."""
+    generator assumed; real school-level data carry none (a study states it in
+    ``[outcome] pupil_sd`` with its source, or results stay in the outcome's own units)."""
     if data.truth is None:
         return None, None
     from evaluation.data.synthetic import OUTCOMES
@@ -378,10 +422,11 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         raise InputError(problem("no partnership school could be matched: relax the caliper or the covariates",
                                  column="matching.caliper", value=study.matching.caliper))
     say(f"[3/6] estimating on {len(panel)} school-years of {panel['urn'].nunique()} schools")
+    spec = build_spec(study)
     not_computed: dict[str, str] = {}
-    ests = run_estimators(study, panel, say, not_computed)
+    ests = run_estimators(spec, panel, say, not_computed)
     say("[4/6] diagnostics")
-    primary = ests[study.estimators.primary]
+    primary = ests[spec.primary]
     diagnostics = {"pretrend": {}, "balance": {
         "max_abs_smd_after": float(bal["smd_after"].abs().max()),
         "threshold": SMD_THRESHOLD,
@@ -394,7 +439,7 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         diagnostics["pretrend"]["imputation"] = ests["imputation"].details.get("pretrend_test")
     diagnostics["bacon"] = _bacon(panel)
     say("[5/6] sensitivity, placebo dates, power")
-    diagnostics.update(sensitivity(study, data, panel, ests))
+    diagnostics.update(sensitivity(study, spec, data, panel, ests))
     power = _power(study, data)
     say("[6/6] assembling the result")
     treated_found = len(cohort.treated)
@@ -436,6 +481,7 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         "primary_estimator": study.estimators.primary,
         "estimates": {name: _estimate_entry(name, res) for name, res in ests.items()},
         "estimators_not_computed": not_computed,
+        "clustering": alternative_clusterings(spec, panel, primary),
         "event_study": {name: _event_rows(res) for name, res in ests.items() if res.event_time is not None},
         "diagnostics": diagnostics,
         "trends": trends(study, data, matched),
@@ -457,23 +503,21 @@ def _power(study: Study, data: StudyData) -> dict:
     return study_power(study, data).to_dict()
 
 
-def sensitivity(study: Study, data: StudyData, panel: pd.DataFrame, ests: dict[str, EstimatorResult]) -> dict:
-    """HonestDiD bounds, placebo joining dates and, with few clusters, the wild cluster bootstrap."""
-    from evaluation.diagnostics.honest_did import honest_did
+def sensitivity(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
+                ests: dict[str, EstimatorResult]) -> dict:
+    """HonestDiD bounds, placebo joining dates and, with few clusters, the wild cluster bootstrap,
+    every one refitted with the study's one specification (weights, clustering, window, alpha, seed)."""
     from evaluation.diagnostics.placebo import placebo_dates
     from evaluation.inference.wild_bootstrap import SMALL_CLUSTER_THRESHOLD, att_wild_bootstrap, robust_inference
 
     out: dict = {}
-    es = ests.get("event_study")
-    if es is not None and (es.event_time["e"] < -1).any():
-        se0 = float(es.event_time.loc[es.event_time["e"] == 0, "se"].iloc[0])
-        # smoothness bounds M in outcome units, on a grid scaled by the first post-period SE
-        hd = honest_did(es, m=tuple(round(k * se0, 10) for k in (0, 0.25, 0.5, 1.0)), alpha=study.inference.alpha,
-                        breakdown=False)
-        out["honest_did"] = hd.to_dict()
-    out["placebo_dates"] = placebo_dates(study, data).to_dict()
-    n_clusters = int(panel["cluster"].nunique())
-    n_treated = int(panel.loc[panel["cohort"] > 0, "cluster"].nunique())
+    hd = honest_did_of_primary(spec, panel, ests)
+    if hd is not None:
+        out["honest_did"] = hd
+    out["placebo_dates"] = placebo_dates(study, data, spec=spec).to_dict()
+    cluster = spec.cluster_column
+    n_clusters = int(panel[cluster].nunique())
+    n_treated = int(panel.loc[panel["cohort"] > 0, cluster].nunique())
     # few clusters in all, or few treated ones (MacKinnon & Webb 2017), make CRV1 unreliable
     if min(n_clusters, n_treated) < SMALL_CLUSTER_THRESHOLD:
         small = {"n_clusters": n_clusters, "n_treated_clusters": n_treated, "threshold": SMALL_CLUSTER_THRESHOLD}
@@ -482,18 +526,50 @@ def sensitivity(study: Study, data: StudyData, panel: pd.DataFrame, ests: dict[s
         threshold = SMALL_CLUSTER_THRESHOLD if n_clusters < SMALL_CLUSTER_THRESHOLD else n_clusters + 1
         small["reason"] = (f"{n_clusters} clusters in all" if n_clusters < SMALL_CLUSTER_THRESHOLD else
                            f"only {n_treated} treated clusters (partnerships) among {n_clusters}")
-        small["twfe"] = robust_inference(treated, "y ~ D | urn + year", "D", cluster="cluster",
-                                         seed=study.inference.seed, alpha=study.inference.alpha,
-                                         threshold=threshold).to_dict()
-        if "callaway_santanna" in ests:
-            from evaluation.estimators.callaway_santanna import att_gt
-
-            lo, hi = study.outcome.window
-            gt = att_gt(panel, y="y", unit="urn", time="year", cohort="cohort", control="never", cluster="cluster")
-            small["callaway_santanna"] = att_wild_bootstrap(gt, "simple", max_e=hi, seed=study.inference.seed,
-                                                            alpha=study.inference.alpha).to_dict()
+        small["twfe"] = robust_inference(treated, "y ~ D | urn + year", "D", cluster=cluster,
+                                         seed=spec.seed, alpha=spec.alpha, threshold=threshold,
+                                         aweights=spec.weights_for(panel)).to_dict()
+        cs = ests.get("callaway_santanna")
+        if cs is not None and getattr(cs, "source", None) is not None:
+            small["callaway_santanna"] = att_wild_bootstrap(cs.source, "simple", max_e=spec.window[1],
+                                                            seed=spec.seed, alpha=spec.alpha).to_dict()
         out["small_cluster_inference"] = small
     return out
+
+
+def honest_did_of_primary(spec: EstimationSpec, panel: pd.DataFrame, ests: dict[str, EstimatorResult]) -> dict | None:
+    """Rambachan & Roth (2023) bounds on the primary estimator's event study (effect at e = 0).
+
+    Callaway-Sant'Anna: its event study with a universal base period (e = -1), as HonestDiD's
+    ``honest_did.AGGTEobj`` requires, same weights and clustering (the post-joining ATT(g,t) are
+    those of the headline fit); other primaries: the TWFE event study, and the result says so."""
+    from evaluation.diagnostics.honest_did import honest_did
+    from evaluation.estimators.callaway_santanna import aggte, att_gt
+
+    lo, hi = spec.window
+    if spec.primary == "callaway_santanna":
+        gt = att_gt(panel, control=spec.control_group, base_period="universal", alpha=spec.alpha,
+                    **spec.estimator_kwargs(panel))
+        es = aggte(gt, "dynamic", min_e=lo, max_e=hi)
+        source, unit_cluster = "callaway_santanna", gt.unit_cluster
+        rows = es.event_time
+        note = ("Callaway & Sant'Anna event study with a universal base period (e = -1), the primary "
+                "estimator's weights and clustering")
+    else:
+        es = ests.get("event_study")
+        if es is None:
+            return None
+        source, unit_cluster, rows = "event_study", None, es.event_time
+        note = (f"the primary estimator ({spec.primary}) has no event-study covariance HonestDiD can use: "
+                "bounds are for the TWFE event study")
+    if rows is None or not (rows["e"] < -1).any() or not (rows["e"] == 0).any():
+        return None
+    se0 = float(rows.loc[rows["e"] == 0, "se"].iloc[0])
+    # smoothness bounds M in outcome units, on a grid scaled by the first post-period SE
+    hd = honest_did(es, m=tuple(round(k * se0, 10) for k in (0, 0.25, 0.5, 1.0)), alpha=spec.alpha,
+                    breakdown=False, unit_cluster=unit_cluster)
+    return {**hd.to_dict(), "estimator": source, "target": "the effect in the first year after joining (e = 0)",
+            "note": note}
 
 
 def _bacon(panel: pd.DataFrame) -> dict | None:

@@ -63,10 +63,25 @@ class CohortSpec(_Strict):
 
 
 class OutcomeSpec(_Strict):
-    """The outcome and the event window in academic years relative to first exposure."""
+    """The outcome and the event window in academic years relative to first exposure.
+
+    pupil_sd: the national pupil-level standard deviation of the outcome, with its source
+    (``pupil_sd_source``, e.g. a DfE statistical release); effect sizes, months' progress and
+    the padlocks' power criterion use it (EEF conventions are in pupil-level SDs). Without it,
+    real school-level data give results in the outcome's own units only.
+    """
 
     name: str
     window: tuple[int, int] = (-4, 4)
+    pupil_sd: float | None = Field(default=None, gt=0)
+    pupil_sd_source: str | None = None
+
+    @model_validator(mode="after")
+    def _sd_with_source(self):
+        if (self.pupil_sd is None) != (self.pupil_sd_source is None or not self.pupil_sd_source.strip()):
+            raise ValueError("pupil_sd and pupil_sd_source go together: give the pupil-level SD of the outcome "
+                             "and where it comes from (e.g. the DfE release and year)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -130,7 +145,9 @@ class EstimatorsSpec(_Strict):
 
 
 class InferenceSpec(_Strict):
-    cluster: Literal["school", "partnership"] = "partnership"
+    """Headline clustering (the other clusterings are reported beside it), seed and alpha."""
+
+    cluster: Literal["school", "partnership", "matched_set"] = "partnership"
     seed: int = 20240901
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
 

@@ -40,7 +40,7 @@ def test_run_writes_results_and_reproduces_them_exactly(tmp_path, run_cli, small
     assert c["treated_analysed"] + sum(c["treated_lost"].values()) == c["treated_found"]
     assert set(result["estimates"]) == {"twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation"}
     for name, est in result["estimates"].items():
-        assert est["variance"]["small_sample"] and est["variance"]["cluster"] == "cluster", name
+        assert est["variance"]["small_sample"] and est["variance"]["cluster"] == "cluster_partnership", name
         if est["estimate"] is not None:
             assert est["ci_low"] < est["estimate"] < est["ci_high"]
     prov = result["provenance"]

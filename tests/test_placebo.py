@@ -44,7 +44,7 @@ def test_placebo_panels_hold_no_post_joining_rows(tsa, monkeypatch):
     real = placebo_mod.run_estimators
 
     def spy(spec, panel, say):
-        seen.append((spec.outcome.window, panel.copy()))
+        seen.append((spec.window, panel.copy()))
         return real(spec, panel, say)
 
     monkeypatch.setattr(placebo_mod, "run_estimators", spy)

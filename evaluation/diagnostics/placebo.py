@@ -22,6 +22,7 @@ import numpy as np
 from evaluation.cohorts import Cohort, StudyData, build_cohort
 from evaluation.errors import InputError, problem
 from evaluation.pipeline import analysis_panel, match_cohorts, run_estimators
+from evaluation.spec import EstimationSpec, build_spec
 from evaluation.study import Study
 
 __all__ = ["PlaceboEstimate", "PlaceboResult", "placebo_dates"]
@@ -82,15 +83,19 @@ def _pre_years_needed(study: Study) -> int:
     return max(need, 2)
 
 
-def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: None) -> PlaceboResult:
-    """Placebo estimates of the study's primary estimator for joining k = 1..max_k years early."""
+def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: None,
+                  spec: EstimationSpec | None = None) -> PlaceboResult:
+    """Placebo estimates of the study's primary estimator for joining k = 1..max_k years early,
+    fitted with the study's estimation specification (weights, clustering, alpha) on the placebo
+    window."""
+    spec = build_spec(study) if spec is None else spec
     if max_k < 1:
         raise InputError(problem(f"the number of placebo years must be at least 1, got {max_k}", value=max_k))
     cohort = build_cohort(study, data)
     first, _ = data.years
     lo, _ = study.outcome.window
     need = _pre_years_needed(study)
-    primary = study.estimators.primary
+    primary = spec.primary
     out, skipped = [], []
     for k in range(1, max_k + 1):
         gs = [g for g in cohort.cohorts if g - k - need >= first]
@@ -98,14 +103,15 @@ def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: N
             skipped.append(f"k={k}: no cohort has {need} years of data before joining {k} year(s) early")
             continue
         lo_k = max(lo, first - (min(gs) - k))
-        spec = study.model_copy(update={
+        study_k = study.model_copy(update={
             "outcome": study.outcome.model_copy(update={"window": (lo_k, k - 1)}),
             "estimators": study.estimators.model_copy(update={"use": (primary,)})})
+        spec_k = spec.with_(window=(lo_k, k - 1), estimators=(primary,))
         real = cohort.treated[cohort.treated["g"].isin(gs)]
         fake = Cohort(real.assign(g=real["g"] - k).reset_index(drop=True), cohort.pool, list(cohort.notes))
         say(f"placebo k={k}: cohorts {[g - k for g in gs]} (window {[lo_k, k - 1]})")
-        matched = match_cohorts(spec, data, fake, say)
-        panel = analysis_panel(spec, data, fake, matched)
+        matched = match_cohorts(study_k, data, fake, say)
+        panel = analysis_panel(study_k, data, fake, matched)
         notes = [f"cohorts {sorted(set(cohort.cohorts) - set(gs))} left out: too few years of data before "
                  f"the placebo date"] if len(gs) < len(cohort.cohorts) else []
         real_g = panel["urn"].map(real.set_index("urn")["g"])
@@ -120,7 +126,7 @@ def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: N
         if n_t == 0:
             skipped.append(f"k={k}: no partnership school could be matched at the placebo date")
             continue
-        res = run_estimators(spec, panel, say)[primary]
+        res = run_estimators(spec_k, panel, say)[primary]
         ov = res.overall
         est = None if ov is None else float(ov.estimate)
         entry = PlaceboEstimate(
@@ -130,6 +136,6 @@ def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: N
             p=None if ov is None or ov.p_value is None or np.isnan(ov.p_value) else float(ov.p_value),
             includes_zero=None if ov is None else bool(ov.ci_low <= 0 <= ov.ci_high),
             treated_schools=n_t, comparison_schools=int(panel.loc[panel["cohort"] == 0, "urn"].nunique()),
-            clusters=int(panel["cluster"].nunique()), notes=notes + list(res.notes))
+            clusters=int(panel[spec.cluster_column].nunique()), notes=notes + list(res.notes))
         out.append(entry)
     return PlaceboResult(study.id, primary, study.inference.alpha, out, skipped)

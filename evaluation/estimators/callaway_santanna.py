@@ -79,11 +79,13 @@ class AggregateResult(EstimatorResult):
     egt: one row per group / event time / calendar period (column ``egt``), with the
         estimate, se, ci_low, ci_high (simultaneous when bootstrapped) and p_value.
     influence: n_units x (n_egt + 1) influence functions (per-egt columns, then overall).
+    source: the ``att_gt`` result aggregated (set by callers that keep it for refits).
     """
 
     kind: str = "simple"
     egt: pd.DataFrame | None = None
     influence: np.ndarray | None = field(default=None, repr=False)
+    source: GroupTimeResult | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------
