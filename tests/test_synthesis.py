@@ -1,12 +1,20 @@
-"""Random-effects meta-analysis: checked against its defining equations."""
+"""Random-effects meta-analysis: checked against its defining equations and against published output
+(metafor's BCG example, tests/data/bcg.SOURCE.md; DerSimonian & Kacker 2007)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+from pathlib import Path
 
-from evaluation.synthesis import forest_plot, meta_analysis
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.meta_analysis import combine_effects
+
+from evaluation.synthesis import forest_plot, meta_analysis, pool
 from tests.test_effects import make_result
+
+DATA = Path(__file__).parent / "data"
 
 
 def results_with(estimates, ses, types=None):
@@ -27,7 +35,9 @@ def test_homogeneous_studies_pool_to_the_fixed_effect_mean():
     w = 1 / (j * ses) ** 2
     assert m.tau2 == 0 and m.i2 == 0
     assert m.pooled == pytest.approx(0.2 * j, rel=1e-12)
-    assert m.se == pytest.approx(np.sqrt(1 / w.sum()), rel=1e-10)
+    assert m.se_z == pytest.approx(np.sqrt(1 / w.sum()), rel=1e-10)
+    # Identical estimates: the Knapp-Hartung scale is 0 and, untruncated (metafor's test="knha"), so is its SE.
+    assert m.q_hk == pytest.approx(0, abs=1e-20) and m.se == pytest.approx(0, abs=1e-12)
 
 
 def test_paule_mandel_solves_its_estimating_equation():
@@ -57,3 +67,156 @@ def test_forest_plot(tmp_path):
     assert set(m.table["formal"]) == {True, False}
     path = forest_plot(m, tmp_path / "forest.png")
     assert path.stat().st_size > 5000
+
+
+def half_unit(printed: float, digits: int = 4):
+    """A value printed to ``digits`` decimals: ours must round to it."""
+    return pytest.approx(printed, abs=0.5 * 10 ** -digits)
+
+
+def bcg():
+    d = pd.read_csv(DATA / "bcg.csv")
+    a, b, c, e = (d[col].to_numpy(float) for col in ("tpos", "tneg", "cpos", "cneg"))
+    y = np.log(a / (a + b)) - np.log(c / (c + e))  # log risk ratio (metafor escalc, measure="RR")
+    v = 1 / a - 1 / (a + b) + 1 / c - 1 / (c + e)
+    return d, y, v
+
+
+def reml_tau2(y, v):
+    """REML tau^2 by the fixed-point iteration of Viechtbauer (2005, eq. 12): an estimator the library lacks."""
+    tau2 = 0.0
+    for _ in range(10_000):
+        w = 1 / (v + tau2)
+        mu = (w * y).sum() / w.sum()
+        new = max(0.0, (w ** 2 * ((y - mu) ** 2 - v)).sum() / (w ** 2).sum() + 1 / w.sum())
+        if abs(new - tau2) < 1e-14:
+            return new
+        tau2 = new
+    raise AssertionError("REML did not converge")
+
+
+def test_bcg_effect_sizes_match_metafor_escalc():
+    d, y, v = bcg()
+    assert y == pytest.approx(d["yi"].to_numpy(), abs=5e-5) and v == pytest.approx(d["vi"].to_numpy(), abs=5e-5)
+
+
+def test_knapp_hartung_reproduces_metafor_readme_bcg_example():
+    # metafor README: rma(yi, vi, data=dat, test="knha") on dat.bcg, REML tau^2; every printed digit.
+    _, y, v = bcg()
+    tau2 = reml_tau2(y, v)
+    assert tau2 == half_unit(0.3132)
+    p = pool(y, v, tau2=tau2)
+    assert p.q == half_unit(152.2330)
+    assert p.pooled == half_unit(-0.7145) and p.se == half_unit(0.1808)
+    assert p.pooled / p.se == half_unit(-3.9522)
+    assert (p.ci_low, p.ci_high) == (half_unit(-1.1084), half_unit(-0.3206))
+    # predict(res, transf=exp, digits=2): 0.49 [0.33, 0.73], prediction interval 0.14 to 1.76 with metafor's
+    # default t_{k-1}; ours is the same interval with t_{k-2} (metafor's predtype="Riley").
+    assert np.exp([p.pooled, p.ci_low, p.ci_high]) == pytest.approx([0.49, 0.33, 0.73], abs=0.005)
+    half = np.sqrt(p.tau2 + p.se ** 2)
+    assert np.exp(p.pooled + np.array([-1, 1]) * stats.t.ppf(0.975, 12) * half) == pytest.approx([0.14, 1.76],
+                                                                                               abs=0.005)
+    assert (p.pi_low, p.pi_high) == pytest.approx(p.pooled + np.array([-1, 1]) * stats.t.ppf(0.975, 11) * half,
+                                                  rel=1e-12)
+
+
+def test_paule_mandel_reproduces_dersimonian_kacker_2007():
+    # CLASP trials, log odds ratios (DerSimonian & Kacker 2007, Contemp Clin Trials 28:105, Tables 3-4; also
+    # metafor's tests/testthat/test_analysis_example_dersimonian2007.r): PM tau 0.3681, mu -0.3811, SE 0.2060.
+    n1, n2 = np.array([156, 303, 565, 1570, 103, 4659.]), np.array([74, 303, 477, 1565, 105, 4650.])
+    a, c = np.array([5, 5, 12, 69, 9, 313.]), np.array([8, 17, 9, 94, 11, 352.])
+    y = np.log(a * (n2 - c) / ((n1 - a) * c))
+    v = 1 / a + 1 / (n1 - a) + 1 / c + 1 / (n2 - c)
+    p = pool(y, v)
+    assert np.sqrt(p.tau2) == half_unit(0.3681) and p.pooled == half_unit(-0.3811) and p.se_z == half_unit(0.2060)
+    assert p.q_hk == pytest.approx(1, rel=1e-9) and p.se == pytest.approx(p.se_z, rel=1e-9)
+
+
+def test_bcg_paule_mandel_knapp_hartung_by_hand_and_statsmodels():
+    # No printed PM + knha output was found; check against the formulas and statsmodels' independent HKSJ
+    # ("random effect wls", t with k-1 df), then pin the numbers.
+    _, y, v = bcg()
+    p = pool(y, v)
+    k = len(y)
+    w = 1 / (v + p.tau2)
+    assert (w * (y - p.pooled) ** 2).sum() == pytest.approx(k - 1, rel=1e-9)  # Paule-Mandel
+    q_hk = (w * (y - p.pooled) ** 2).sum() / (k - 1)
+    se = np.sqrt(q_hk / w.sum())
+    assert p.se == pytest.approx(se, rel=1e-12)
+    assert (p.ci_low, p.ci_high) == pytest.approx(p.pooled + np.array([-1, 1]) * stats.t.ppf(0.975, k - 1) * se,
+                                                  rel=1e-12)
+    sm = combine_effects(y, v, method_re="pm", use_t=True)
+    ci = sm.conf_int(use_t=True)[3]
+    assert (p.pooled, p.se) == pytest.approx((sm.mean_effect_re, sm.sd_eff_w_re_hksj), rel=1e-5)
+    assert (p.ci_low, p.ci_high) == pytest.approx(tuple(ci), rel=1e-5)
+    assert (p.tau2, p.pooled, p.se, p.ci_low, p.ci_high, p.pi_low, p.pi_high) == pytest.approx(
+        (0.3181, -0.7150, 0.1809, -1.1091, -0.3208, -2.0186, 0.5886), abs=5e-5)
+
+
+def test_knapp_hartung_wider_than_normal_when_scale_at_least_one():
+    g = np.array([0.05, 0.35, 0.1, 0.6])
+    ses = np.array([0.05, 0.06, 0.04, 0.08])
+    m = meta_analysis(results_with(g, ses))
+    assert m.q_hk == pytest.approx(1, rel=1e-8)  # Paule-Mandel tau^2 > 0 makes the scale exactly 1
+    assert m.ci_high - m.ci_low == pytest.approx((m.ci_high_z - m.ci_low_z) * stats.t.ppf(0.975, 3)
+                                                 / stats.norm.ppf(0.975), rel=1e-8)
+    assert m.ci_low < m.ci_low_z < m.pooled < m.ci_high_z < m.ci_high
+    p = pool(g, ses ** 2, tau2=0.0)  # tau^2 fixed at 0 on heterogeneous studies: scale far above 1
+    assert p.q_hk > 1 and p.se > p.se_z and p.ci_high - p.ci_low > p.ci_high_z - p.ci_low_z
+    assert m.method == "random effects, Paule-Mandel tau^2, Knapp-Hartung (t with k-1 df) interval"
+
+
+def test_knapp_hartung_scale_is_not_truncated():
+    # Studies that agree better than chance: PM tau^2 = 0 and q_hk < 1; like metafor's test="knha" we do not
+    # apply max(1, q_hk) (Roever, Knapp & Friede 2015), so the SE is below the normal one.
+    p = pool([0.10, 0.11, 0.10, 0.105], [0.05 ** 2] * 4)
+    assert p.tau2 == 0 and 0 < p.q_hk < 1
+    assert p.se == pytest.approx(np.sqrt(p.q_hk) * p.se_z, rel=1e-12) and p.se < p.se_z
+
+
+def test_prediction_interval_contains_confidence_interval():
+    g = np.array([0.05, 0.35, 0.1, 0.6, 0.2])
+    ses = np.array([0.05, 0.06, 0.04, 0.08, 0.1])
+    m = meta_analysis(results_with(g, ses))
+    assert m.pi_low < m.ci_low < m.pooled < m.ci_high < m.pi_high
+    half = stats.t.ppf(0.975, 3) * np.sqrt(m.tau2 + m.se ** 2)
+    assert (m.pi_low, m.pi_high) == pytest.approx((m.pooled - half, m.pooled + half), rel=1e-12)
+    homogeneous = pool([0.2, 0.21, 0.19], [0.05 ** 2, 0.06 ** 2, 0.04 ** 2])
+    assert homogeneous.tau2 == 0 and homogeneous.pi_low < homogeneous.ci_low < homogeneous.ci_high < homogeneous.pi_high
+
+
+def test_two_studies_have_no_prediction_interval(tmp_path):
+    from evaluation.report.synthesis_chapter import write_synthesis
+
+    results = results_with([0.1, 0.3], [0.05, 0.1], ["multi_academy_trust", "informal_cluster"])
+    m = meta_analysis(results)
+    assert m.k == 2 and m.pi_low is None and m.pi_high is None
+    assert m.ci_high - m.ci_low == pytest.approx(2 * stats.t.ppf(0.975, 1) * m.se, rel=1e-12)  # t with 1 df
+    text = write_synthesis(results, tmp_path).read_text()
+    assert "Knapp-Hartung" in text and "No prediction interval" in text and "at least three" in text
+    forest_plot(m, tmp_path / "forest.png")
+
+
+def test_chapter_reports_knapp_hartung_and_prediction_interval(tmp_path):
+    from evaluation.report.markdown import num
+    from evaluation.report.synthesis_chapter import write_synthesis
+
+    results = results_with([0.05, 0.35, 0.1, 0.6], [0.05, 0.06, 0.04, 0.08])
+    m = meta_analysis(results)
+    text = write_synthesis(results, tmp_path).read_text()
+    assert f"95% CI {num(m.ci_low, 3)} to {num(m.ci_high, 3)}" in text
+    assert f"here {num(m.ci_low_z, 3)} to {num(m.ci_high_z, 3)}" in text
+    assert f"95% prediction interval {num(m.pi_low, 3)} to {num(m.pi_high, 3)}" in text
+    assert "true effect of a new study" in text and "$k-1$ = 3 degrees" in text
+
+
+def test_paule_mandel_root_even_where_statsmodels_iteration_gives_up():
+    # Four heterogeneous studies (Q = 66 on 3 df) like the bundled example: statsmodels' combine_effects
+    # iteration, asked for a tight tolerance, overshoots by a rounding error and returns tau^2 = 0.
+    g = np.array([0.020831, 0.019232, 0.116494, 0.013166])
+    v = np.array([0.009322, 0.011049, 0.012323, 0.002966]) ** 2
+    p = pool(g, v)
+    assert p.q > 60 and p.tau2 > 0
+    w = 1 / (v + p.tau2)
+    assert (w * (g - p.pooled) ** 2).sum() == pytest.approx(3, rel=1e-10)
+    assert p.tau2 == pytest.approx(combine_effects(g, v, method_re="pm").tau2, rel=1e-5)

@@ -83,11 +83,20 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         ":width: 100%", "",
         "Effect sizes (Hedges' g) with 95% confidence intervals; formal partnerships (trusts, hard federations) "
         "in blue, informal ones (alliances, soft federations, clusters) in amber; squares sized by the "
-        "random-effects weight; the diamond is the pooled estimate.", "```", "",
+        "random-effects weight; the diamond is the pooled estimate with its Knapp-Hartung 95% confidence interval "
+        "and the dashed line through it the 95% prediction interval.", "```", "",
         "## Random-effects meta-analysis", "",
         f"Pooled across the {meta.k} studies ({escape(meta.method)}): "
         f"$\\hat\\mu = {num(meta.pooled, 3)}$ (95% CI {num(meta.ci_low, 3)} to {num(meta.ci_high, 3)}, "
-        f"SE {num(meta.se, 3)}).", "",
+        f"SE {num(meta.se, 3)}). The confidence interval is Knapp-Hartung, from a t distribution with "
+        f"$k-1$ = {meta.k - 1} degrees of freedom: with few studies an interval from the normal distribution, "
+        f"here {num(meta.ci_low_z, 3)} to {num(meta.ci_high_z, 3)}, tends to be too narrow.", "",
+        (f"95% prediction interval {num(meta.pi_low, 3)} to {num(meta.pi_high, 3)} (t with $k-2$ = {meta.k - 2} "
+         "degrees of freedom): the range in which the true effect of a new study like these would lie, allowing "
+         "for how much the true effects differ from study to study; it is wider than the confidence interval, "
+         "which is only about the average effect." if meta.pi_low is not None else
+         "No prediction interval (the range in which the true effect of a new, similar study would lie): with "
+         "only two studies there are no degrees of freedom left to estimate it (it needs at least three)."), "",
         table(["Heterogeneity", "Value", "Meaning"], [
             ["$\\tau^2$", num(meta.tau2, 4), "variance of the true effects between studies"],
             ["$I^2$", f"{100 * meta.i2:.0f}%", "share of the spread in estimates beyond chance"],
