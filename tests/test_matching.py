@@ -361,18 +361,16 @@ def test_matched_data_columns(lalonde):
     assert m["subclass"].notna().all()
 
 
-def test_large_pool_is_fast():
-    import time
+def test_large_pool_matches():
+    """A national-size pool (20,000 schools) matches; its speed is measured in benchmarks/bench_matching.py."""
     rng = np.random.default_rng(0)
     n = 20000
     df = pd.DataFrame({"ks2": rng.normal(100, 10, n), "trend": rng.normal(0, 1, n),
                        "fsm": rng.uniform(0, 60, n), "phase": rng.choice(["primary", "secondary"], n)})
     lin = -4 + 0.03 * (df.ks2 - 100) + 0.02 * df.fsm
     df["t"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-lin))).astype(int)
-    start = time.perf_counter()
     r = match(df, "t", ["ks2", "trend", "fsm"], exact="phase", caliper=0.2)
     m = match(df, "t", ["ks2", "trend", "fsm"], exact="phase", distance="mahalanobis")
-    assert time.perf_counter() - start < 10
     assert r.counts.loc["Matched", "Treated"] > 0 and m.counts.loc["Matched", "Treated"] == df.t.sum()
 
 

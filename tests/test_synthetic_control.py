@@ -20,7 +20,6 @@ distributions are heavy-tailed (kurtosis 4.8-6.3). A published SE (rounded to 0.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -251,11 +250,9 @@ def test_several_treated_units_average_the_treated():
 @pytest.mark.slow
 def test_bootstrap_se_several_treated():
     df = _partnership(noise=1.0, seed=4)
-    t = time.perf_counter()
     a = synthdid_estimate(df, **PKW, se="bootstrap", replications=50, seed=9)
     b = synthdid_estimate(df, **PKW, se="bootstrap", replications=50, seed=9)
     assert a.overall.se == b.overall.se and a.overall.se > 0
-    assert time.perf_counter() - t < 120
 
 
 # ----- clear input errors ----------------------------------------------------------------

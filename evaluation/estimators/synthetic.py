@@ -476,7 +476,9 @@ def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, 
         draws = _placebo_draws(Y, N0, T0, opts, omega, lam, perms)
         se_value = float(np.sqrt((replications - 1) / replications) * np.std(draws, ddof=1))
         small = (f"sqrt((R-1)/R) * SD of R = {replications} placebo estimates (synthdid "
-                 f"vcov method 'placebo', Algorithm 4 of Arkhangelsky et al. 2021; seed {seed})")
+                 f"vcov method 'placebo', Algorithm 4 of Arkhangelsky et al. 2021; seed {seed}); "
+                 f"units exchangeable and independent: the {N1} treated unit(s) are taken as "
+                 f"{N1} independent draws like comparison units")
     elif se == "bootstrap":
         if N1 == 1:
             se_value = float("nan")
@@ -503,6 +505,12 @@ def _estimate(kind: str, panel, unit, time, outcome, treated, se, replications, 
     if N1 == 1 and se == "placebo":
         notes.append("One treated unit: the placebo standard error assumes the treated unit's "
                      "noise is like the comparison units' (homoskedasticity across units).")
+    if N1 > 1 and se == "placebo":
+        notes.append(f"{N1} treated units: the placebo standard error treats them as {N1} independent "
+                     "units like the comparison units (Algorithm 4 draws them at random); shocks they "
+                     "share (the schools of one partnership) are not represented, so with correlated "
+                     "treated units it is too small: the variance of their mean is larger by the design "
+                     "effect 1 + (N1 - 1) ICC, which the placebo does not see.")
     variance = VarianceConvention(kind=se or "none", small_sample=small, cluster=unit,
                                   n_clusters=N, df=None)
 
