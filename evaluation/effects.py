@@ -1,8 +1,10 @@
 """Effect sizes, months' progress and the security rating, as EEF reports show them.
 
-* Effect size: Hedges' g = J * estimate / SD, with the pupil-level SD of the outcome
-  when one is known (stated in ``sd_label``), else the between-school SD (which
-  overstates g relative to pupil-level effect sizes; said so). J = 1 - 3 / (4 (n_t +
+* Effect size: Hedges' g = J * estimate / SD with the pupil-level SD of the outcome (EEF
+  thresholds assume pupil-level effect sizes): from pupil data, the synthetic truth, or
+  the study definition (``[outcome] pupil_sd`` with ``pupil_sd_source``). Without one no g
+  or months are given (the between-school SD is 2.5-3x smaller and would inflate them):
+  results stay in the outcome's units and the reason is printed. J = 1 - 3 / (4 (n_t +
   n_c) - 9) is Hedges' small-sample correction, computed with the numbers of schools.
 * Months' progress: the EEF Teaching and Learning Toolkit conversion table, applied to
   |g| rounded half-up to 2 decimal places; negative effects are symmetric.
@@ -12,6 +14,10 @@
   lost for each threat flagged by the diagnostics (a failed pre-trend test, poor
   balance after matching, effects at placebo joining dates, few clusters). Every lost
   padlock has a printed reason.
+* Verdict (the summary's answer, ``verdict``): from the unrounded confidence interval of
+  the primary estimate and the checks of its design (``VERDICT_RULES``): "Yes"/"No" only
+  when the interval excludes zero and no check fails; otherwise "we cannot tell", saying
+  whether the checks point to bias or the interval includes zero.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
 from scipy import stats
 
 #: EEF Toolkit: upper bound of |effect size| (2 dp) for each number of months.
@@ -74,22 +81,52 @@ def _primary(result: dict) -> dict:
     return result["estimates"][result["primary_estimator"]]
 
 
-def effect_size(result: dict) -> EffectSize:
-    """Hedges' g of the primary estimate, with its 95% CI and months' progress."""
-    est = _primary(result)
-    es = result["effect_size"]
-    if es.get("pupil_sd"):
-        sd, label = es["pupil_sd"], es["pupil_sd_source"]
-    else:
-        sd = es["sd"]
-        label = (es["sd_definition"] + "; no pupil-level SD was available, so this effect size is larger than "
-                 "a pupil-level one would be")
+def _hedges_j(result: dict) -> float:
     c = result["counts"]
     n = c["treated_analysed"] + c["comparison_matched"]
-    j = 1 - 3 / (4 * n - 9) if n > 3 else 1.0
+    return 1 - 3 / (4 * n - 9) if n > 3 else 1.0
+
+
+NO_PUPIL_SD = ("no pupil-level standard deviation of this outcome is known (no pupil data, and the study "
+               "definition states none in [outcome] pupil_sd), so no effect size or months' progress is given: "
+               "the EEF's months conversion assumes pupil-level effect sizes, and the between-school SD "
+               "({sd}) is 2.5-3 times smaller, so it would overstate them. Results are in {unit}.")
+
+
+@dataclass(frozen=True)
+class EffectSize:
+    """Hedges' g of the primary estimate in pupil-level SDs, or withheld (``g is None``) with the reason."""
+
+    g: float | None
+    ci_low: float | None
+    ci_high: float | None
+    se: float | None
+    sd: float | None
+    sd_label: str
+    months: int | None
+    months_ci: tuple[int, int] | None
+    direction: str  # "positive", "negative" or "unclear" (the unrounded CI includes zero)
+    withheld: str | None = None  # why no g or months are given
+
+    def in_sd_units(self, x: float | None, j: float) -> float | None:
+        return None if x is None or self.sd is None else j * x / self.sd
+
+
+def effect_size(result: dict) -> EffectSize:
+    """Hedges' g of the primary estimate (pupil-level SD), its 95% CI and months' progress."""
+    est = _primary(result)
+    es = result["effect_size"]
+    direction = ("positive" if est["ci_low"] > 0 else "negative" if est["ci_high"] < 0 else "unclear")
+    if not es.get("pupil_sd"):
+        unit = result["outcome"].get("unit") or "points"
+        sd = es.get("sd")
+        return EffectSize(None, None, None, None, None, "", None, None, direction,
+                          NO_PUPIL_SD.format(sd=f"{sd:.3g}" if sd else "unknown",
+                                             unit="the outcome's own units (" + unit + ")"))
+    sd, label = float(es["pupil_sd"]), es["pupil_sd_source"]
+    j = _hedges_j(result)
     g = j * est["estimate"] / sd
     lo, hi = j * est["ci_low"] / sd, j * est["ci_high"] / sd
-    direction = "positive" if lo > 0 else "negative" if hi < 0 else "unclear"
     return EffectSize(g, lo, hi, j * est["se"] / sd, sd, label, months_progress(g),
                       (months_progress(lo), months_progress(hi)), direction)
 
@@ -107,22 +144,157 @@ class SecurityRating:
 
 
 def minimum_detectable_effect(result: dict, alpha: float = 0.05, power: float = POWER) -> tuple[float, str]:
-    """MDES in effect-size units: a design-based one if the result carries it (power
-    analysis), else (z_{1-alpha/2} + z_{power}) x SE(g) of the primary estimate."""
-    planned = (result.get("power") or {}).get("mdes")
-    if planned is not None:
-        return float(planned), "power analysis of the design"
+    """MDES in effect-size units: a design-based one if the result carries it (power analysis,
+    in the SD it names), else (z_{1-alpha/2} + z_{power}) x SE(g) of the primary estimate (pupil
+    SD) or, without a pupil-level SD, x SE / between-school SD (larger, so the rating is cautious)."""
+    planned = result.get("power") or {}
+    if planned.get("mdes") is not None:
+        label = planned.get("sd_label") or "the SD the power analysis used"
+        return float(planned["mdes"]), f"power analysis of the design, in SDs: {label}"
     mult = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return mult * effect_size(result).se, f"{mult:.2f} x the standard error of the effect size (80% power, 5% test)"
+    es = effect_size(result)
+    if es.se is not None:
+        return mult * es.se, f"{mult:.2f} x the standard error of the effect size (80% power, 5% test)"
+    sd = result["effect_size"].get("sd")
+    se = _primary(result)["se"]
+    return (mult * se / sd if sd else float("nan"),
+            f"{mult:.2f} x the standard error in between-school SDs (no pupil-level SD: this overstates the "
+            "MDES, so the power criterion is cautious)")
 
 
-def _pretrend_failures(result: dict) -> list[str]:
+# ---------------------------------------------------------------------------- checks of the design
+
+
+@dataclass(frozen=True)
+class Check:
+    """One diagnostic of the headline's design: did it fail, and what it showed (headline units)."""
+
+    name: str  # "pretrend", "placebo", "honest_did"
+    failed: bool | None  # None: not computed / not applicable
+    detail: str
+    kind: str = "bias"  # "bias": the checks point to bias; "sensitivity": a plausible violation explains it
+
+
+def _in_units(result: dict, x: float) -> str:
+    """A number in the outcome's units, and in effect-size units when a pupil-level SD is known."""
+    unit = result["outcome"].get("unit") or "points"
+    unit = "percentage points" if unit == "percent" else unit
+    text = f"{_signed(x)} {unit}"
+    es = effect_size(result)
+    if es.sd is not None:
+        text += f" (effect size {_signed(_hedges_j(result) * x / es.sd)})"
+    return text
+
+
+def _signed(x: float, digits: int = 2) -> str:
+    """Fixed digits that never hide a sign: a non-zero value that rounds to zero gets more digits."""
+    d = digits
+    while d < 8 and x != 0 and round(abs(x), d) == 0:
+        d += 1
+    return f"{x:.{d}f}"
+
+
+def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
+    """The primary estimator's joint pre-trend test (the TWFE event study's when it has none)."""
     tests = (result.get("diagnostics") or {}).get("pretrend") or {}
-    failed = []
-    for name, t in tests.items():
-        if t and t.get("p_value") is not None and t["p_value"] < 0.05:
-            failed.append(f"{name.replace('_', ' ')} (p = {t['p_value']:.3f})")
-    return failed
+    name = result["primary_estimator"] if tests.get(result["primary_estimator"]) else "event_study"
+    t = tests.get(name)
+    if not t or t.get("p_value") is None:
+        return Check("pretrend", None, "no pre-trend test was computed")
+    rows = (result.get("event_study") or {}).get(name) or []
+    pre = [r for r in rows if r["e"] < -1]
+    worst = max(pre, key=lambda r: abs(r["estimate"])) if pre else None
+    shown = (f"; largest pre-joining difference {_in_units(result, worst['estimate'])} at e = {worst['e']}"
+             if worst else "")
+    failed = t["p_value"] < alpha
+    return Check("pretrend", failed, f"{name.replace('_', ' ')} pre-trend test p = {t['p_value']:.3f}{shown}")
+
+
+def placebo_check(result: dict, alpha: float = 0.05) -> Check:
+    """Placebo joining dates, as a family: fails when the smallest p-value is below alpha / K
+    (Bonferroni over the K placebo dates, so the family errs at most alpha of the time)."""
+    placebo = (result.get("diagnostics") or {}).get("placebo_dates") or {}
+    rows = [p for p in placebo.get("placebos", []) if p.get("estimate") is not None and p.get("p") is not None]
+    if not rows:
+        return Check("placebo", None, "no placebo joining date could be estimated")
+    k = len(rows)
+    pmin = min(p["p"] for p in rows)
+    shown = "; ".join(f"{p['k']} year(s) early: {_in_units(result, p['estimate'])}, p = {p['p']:.3f}" for p in rows)
+    return Check("placebo", bool(pmin < alpha / k),
+                 f"placebo joining dates ({shown}; Bonferroni threshold {alpha / k:.3f} for {k} dates)")
+
+
+def honest_did_check(result: dict) -> Check:
+    """HonestDiD relative magnitudes at Mbar = 1: can a post-joining violation of parallel trends no
+    larger than the largest seen before joining explain the effect (Rambachan & Roth 2023)?"""
+    h = (result.get("diagnostics") or {}).get("honest_did") or {}
+    rows = [r for r in h.get("relative_magnitudes") or [] if abs(r["Mbar"] - 1.0) < 1e-9]
+    orig = h.get("original") or {}
+    if not rows or orig.get("lb") is None:
+        return Check("honest_did", None, "HonestDiD not computed", "sensitivity")
+    if orig["lb"] <= 0 <= orig["ub"]:
+        return Check("honest_did", None, "HonestDiD not applicable: the first-year effect's interval already "
+                     "includes zero", "sensitivity")
+    r = rows[0]
+    failed = bool(r["lb"] <= 0 <= r["ub"])
+    return Check("honest_did", failed,
+                 f"HonestDiD (first-year effect, Mbar = 1): robust interval {_signed(r['lb'])} to {_signed(r['ub'])} "
+                 f"against {_signed(orig['lb'])} to {_signed(orig['ub'])} without violations", "sensitivity")
+
+
+def design_checks(result: dict) -> list[Check]:
+    alpha = float(((result.get("study") or {}).get("definition") or {}).get("inference", {}).get("alpha", 0.05))
+    return [pretrend_check(result, alpha), placebo_check(result, alpha), honest_did_check(result)]
+
+
+#: The verdict rule, as the methods chapter prints it (condition -> answer).
+VERDICT_RULES = [
+    ("The 95% CI of the primary estimate excludes zero and no check fails",
+     "Yes (above zero) / No (below zero); 'but the evidence is weak' with 2 padlocks or fewer"),
+    ("The CI excludes zero but the pre-trend test of the primary estimator fails (p < 0.05) or a placebo "
+     "joining date shows an effect (smallest p below 0.05 / number of dates)",
+     "We cannot tell: the checks point to bias"),
+    ("The CI excludes zero, the bias checks pass, but a violation of parallel trends no larger than the largest "
+     "seen before joining could explain the first-year effect (HonestDiD, Mbar = 1)",
+     "We cannot tell: a plausible failure of parallel trends could explain the effect"),
+    ("The CI includes zero", "We cannot tell: the effect could be zero (with the MDES, and any failed check)"),
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    answer: str  # "yes", "no", "cannot_tell_bias", "cannot_tell_sensitivity", "cannot_tell"
+    lead: str
+    rule: str
+    checks: list[Check]
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "lead": self.lead, "rule": self.rule,
+                "checks": [{"name": c.name, "failed": c.failed, "kind": c.kind, "detail": c.detail}
+                           for c in self.checks]}
+
+
+def verdict(result: dict) -> Verdict:
+    """The answer from the unrounded CI and the design checks (``VERDICT_RULES``)."""
+    est = _primary(result)
+    checks = design_checks(result)
+    bias = [c for c in checks if c.failed and c.kind == "bias"]
+    sens = [c for c in checks if c.failed and c.kind == "sensitivity"]
+    if est["ci_low"] <= 0 <= est["ci_high"]:
+        return Verdict("cannot_tell", "We cannot tell", VERDICT_RULES[3][0], checks)
+    if bias:
+        return Verdict("cannot_tell_bias", "We cannot tell: the checks point to bias", VERDICT_RULES[1][0], checks)
+    if sens:
+        return Verdict("cannot_tell_sensitivity", "We cannot tell: a plausible failure of parallel trends could "
+                       "explain the effect", VERDICT_RULES[2][0], checks)
+    weak = security_rating(result).padlocks <= 2
+    if est["ci_low"] > 0:
+        return Verdict("yes", "Probably yes, but the evidence is weak" if weak else "Yes", VERDICT_RULES[0][0], checks)
+    return Verdict("no", "Possibly not, but the evidence is weak" if weak else "No", VERDICT_RULES[0][0], checks)
 
 
 def security_rating(result: dict) -> SecurityRating:
@@ -137,7 +309,7 @@ def security_rating(result: dict) -> SecurityRating:
     attrition_cap = _cap(attrition, ATTRITION_CAPS)
     level = design
     if power_cap < level:
-        reasons += [f"power: the smallest effect this study could reliably detect (MDES) is {mdes:.2f}; "
+        reasons += [f"power: the smallest effect this study could reliably detect (MDES) is {mdes:.2f} ({source}); "
                     f"{level} padlocks need an MDES of {MDES_CAPS[5 - level][0]:.1f} or less"] * (level - power_cap)
         level = power_cap
     if attrition_cap < level:
@@ -145,16 +317,16 @@ def security_rating(result: dict) -> SecurityRating:
                     f"{level} padlocks allow at most {ATTRITION_CAPS[5 - level][0]:.0%}"] * (level - attrition_cap)
         level = attrition_cap
     threats = []
-    failed = _pretrend_failures(result)
-    if failed:
+    checks = {c.name: c for c in design_checks(result)}
+    if checks["pretrend"].failed:
         threats.append("threat: before joining, partnership and comparison schools were already on different "
-                       "paths (pre-trend test failed: " + "; ".join(failed) + ")")
-    placebo = (result.get("diagnostics") or {}).get("placebo_dates") or {}
-    missed = [p for p in placebo.get("placebos", []) if p.get("includes_zero") is False]
-    if missed:
-        shown = "; ".join(f"{p['k']} year(s) early: {p['estimate']:.2f}" for p in missed)
+                       f"paths ({checks['pretrend'].detail})")
+    if checks["placebo"].failed:
         threats.append("threat: pretending the schools joined earlier shows effects where there can be none "
-                       f"(placebo joining dates: {shown})")
+                       f"({checks['placebo'].detail})")
+    if checks["honest_did"].failed:
+        threats.append("threat: a failure of parallel trends no larger than seen before joining could explain the "
+                       f"effect ({checks['honest_did'].detail})")
     bal = (result.get("diagnostics") or {}).get("balance") or {}
     if bal.get("max_abs_smd_after") is not None and bal["max_abs_smd_after"] > SMD_THRESHOLD:
         threats.append(f"threat: after matching the groups still differ (largest standardised difference "
@@ -175,27 +347,45 @@ def security_rating(result: dict) -> SecurityRating:
     return SecurityRating(level, reasons, mdes, source)
 
 
+def _size_words(es: EffectSize, result: dict) -> str:
+    """How big, never 'about 0 months' beside a non-zero answer."""
+    est = _primary(result)
+    units = _in_units(result, est["estimate"])
+    if es.g is None:
+        return f"an effect of {units}"
+    months = abs(es.months)
+    if months == 0:
+        return f"a very small effect, less than one month's additional progress ({units})"
+    return f"an effect of about {months} month{'s' if months != 1 else ''}' {'additional' if es.g > 0 else 'less'} progress ({units})"
+
+
 def plain_summary(result: dict) -> dict:
-    """The summary box in plain English: question, answer and main caveat."""
+    """The summary box in plain English: question, answer (from ``verdict``) and main caveat."""
     es = effect_size(result)
     sec = security_rating(result)
+    v = verdict(result)
     outcome = result["outcome"]["description"].rstrip(".")
     outcome = outcome[0].lower() + outcome[1:]
-    months = abs(es.months)
-    month_words = f"{months} month{'s' if months != 1 else ''}' additional progress"
-    weak = sec.padlocks <= 2
-    if es.direction == "positive":
-        lead = "Probably yes, but the evidence is weak" if weak else "Yes"
-        answer = (f"{lead}: the partnership schools improved on {outcome} by more than similar schools that did "
-                  f"not join, an effect of about {month_words} (effect size {es.g:.2f}).")
-    elif es.direction == "negative":
-        lead = "Possibly not, but the evidence is weak" if weak else "No"
-        answer = (f"{lead}: the partnership schools did worse on {outcome} than similar schools that did not "
-                  f"join, an effect of about {month_words} fewer (effect size {es.g:.2f}).")
+    size = _size_words(es, result)
+    failed = "; ".join(c.detail for c in v.failed)
+    mdes = f"{sec.mdes:.2f}" if np.isfinite(sec.mdes) else "unknown"
+    if v.answer == "yes":
+        answer = (f"{v.lead}: the partnership schools improved on {outcome} by more than similar schools that did "
+                  f"not join: {size}.")
+    elif v.answer == "no":
+        answer = (f"{v.lead}: the partnership schools did worse on {outcome} than similar schools that did not "
+                  f"join: {size}.")
+    elif v.answer == "cannot_tell_bias":
+        answer = (f"{v.lead}. The estimate is {size}, but the checks of the design failed ({failed}), so part or "
+                  f"all of it may not be the partnership's doing.")
+    elif v.answer == "cannot_tell_sensitivity":
+        answer = (f"{v.lead}. The estimate is {size}, but {failed}.")
     else:
-        answer = (f"We cannot tell: the estimated effect on {outcome} is {es.g:.2f} (about {month_words}"
-                  f"{'' if es.months >= 0 else ' fewer'}), but it could be zero; this study could only have "
-                  f"detected an effect of {sec.mdes:.2f} or more.")
+        extra = f" The checks also failed: {failed}." if failed else ""
+        answer = (f"We cannot tell: the estimated effect on {outcome} is {size}, but it could be zero; this study "
+                  f"could only have detected an effect of {mdes} or more.{extra}")
+    if es.withheld:
+        answer += " " + es.withheld[0].upper() + es.withheld[1:]
     caveats = [r.removeprefix("threat: ") for r in sec.reasons if r.startswith("threat:")]
     if caveats:
         caveat = caveats[0][0].upper() + caveats[0][1:] + "."

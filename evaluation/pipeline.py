@@ -19,6 +19,7 @@ from scipy import stats
 from evaluation import __version__
 from evaluation.cohorts import Cohort, StudyData, build_cohort, matching_frame
 from evaluation.data.schema import load_schema
+from evaluation.effects import effect_size as effect_size_of, security_rating, verdict
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult
 from evaluation.estimators import registry
@@ -490,10 +491,23 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
         "power": power,
     }
+    result["effects"] = effects_block(result)
+    result["verdict"] = verdict(result).to_dict()
     units = panel.drop_duplicates("urn")[["urn", "cohort"]]
     schools = units.merge(data.schools[["urn", "name", "easting", "northing", "la_code", "region"]], on="urn")
     schools.insert(1, "group", np.where(schools.pop("cohort") > 0, "partnership", "comparison"))
     return StudyRun(result, panel, matched, cohort, ests, bal, schools.sort_values("urn").reset_index(drop=True))
+
+
+def effects_block(result: dict) -> dict:
+    """g (pupil-level SD) or why it is withheld, months, padlocks with reasons: what the book shows."""
+    es = effect_size_of(result)
+    sec = security_rating(result)
+    return {"g": es.g, "g_ci": None if es.g is None else [es.ci_low, es.ci_high], "g_se": es.se,
+            "sd": es.sd, "sd_source": es.sd_label, "months": es.months,
+            "months_ci": None if es.months_ci is None else list(es.months_ci), "withheld": es.withheld,
+            "padlocks": sec.padlocks, "padlock_reasons": list(sec.reasons),
+            "mdes": _f(float(sec.mdes)), "mdes_source": sec.mdes_source}
 
 
 def _power(study: Study, data: StudyData) -> dict:

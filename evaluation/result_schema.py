@@ -1,4 +1,12 @@
-"""The result.json contract (schema version 1), as a pydantic model.
+"""The result.json contract (schema version 2), as a pydantic model.
+
+Version 2 (migration from 1): adds ``clustering`` (the primary estimate under each clustering,
+the headline named), ``effects`` (g in pupil-level SDs or the reason it is withheld, months,
+padlocks with reasons, MDES) and ``verdict`` (answer, the rule that produced it and every
+design check); pre-trend tests of Callaway-Sant'Anna carry their clustering; estimators'
+variance ``cluster`` names the panel's clustering column (``cluster_partnership``,
+``cluster_matched_set`` or ``cluster_school``). Version-1 files lack the three blocks: re-run
+the study to get them.
 
 ``data_schemas/result.schema.json`` is generated from this model
 (``python -m evaluation.result_schema > data_schemas/result.schema.json``) and a test
@@ -130,6 +138,52 @@ class EffectSize(_Open):
     pupil_sd_source: str | None = None
 
 
+class ClusteringRow(_Open):
+    clustering: str
+    description: str
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p: float | None
+    n_clusters: int
+    n_treated_clusters: int
+
+
+class Clustering(_Open):
+    headline: str
+    rows: list[ClusteringRow]
+
+
+class Effects(_Open):
+    g: float | None
+    g_ci: list[float] | None
+    g_se: float | None
+    sd: float | None
+    sd_source: str
+    months: int | None
+    months_ci: list[int] | None
+    withheld: str | None
+    padlocks: int
+    padlock_reasons: list[str]
+    mdes: float | None
+    mdes_source: str
+
+
+class VerdictCheck(_Open):
+    name: str
+    failed: bool | None
+    kind: str
+    detail: str
+
+
+class Verdict(_Open):
+    answer: str
+    lead: str
+    rule: str
+    checks: list[VerdictCheck]
+
+
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
@@ -148,6 +202,9 @@ class StudyResult(_Open):
     effect_size: EffectSize
     synthetic_truth: dict | None
     power: dict | None = None
+    clustering: Clustering
+    effects: Effects
+    verdict: Verdict
 
 
 def json_schema() -> str:

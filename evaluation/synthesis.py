@@ -69,9 +69,14 @@ class MetaResult(Pooled):
 METHOD = "random effects, Paule-Mandel tau^2, Knapp-Hartung (t with k-1 df) interval"
 
 
+def poolable(results: list[dict]) -> list[dict]:
+    """Studies with an effect size in pupil-level SDs (others are in their own units: not pooled)."""
+    return [r for r in results if effect_size(r).g is not None]
+
+
 def study_rows(results: list[dict]) -> pd.DataFrame:
     rows = []
-    for r in results:
+    for r in poolable(results):
         es = effect_size(r)
         cohort = r["study"]["definition"]["cohort"]
         types = cohort["partnership_types"]

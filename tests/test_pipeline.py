@@ -185,3 +185,46 @@ def test_few_partnerships_switch_to_the_wild_bootstrap(tmp_path, small_store):
     assert twfe["policy"].startswith("wild-bootstrap") and 0 < twfe["estimate"]["p"] <= 1
     assert twfe["estimate"]["ci_low"] < twfe["estimate"]["estimate"] < twfe["estimate"]["ci_high"]
     assert any("partnerships, too few for conventional" in r for r in security_rating(result).reasons)
+    # every refit that re-estimates the headline reports the headline's point estimate (same weights)
+    headline = result["estimates"]["callaway_santanna"]["estimate"]
+    assert small["callaway_santanna"]["estimate"] == pytest.approx(headline, rel=1e-10, abs=1e-12)
+    assert twfe["estimate"]["estimate"] == pytest.approx(result["estimates"]["twfe"]["estimate"], rel=1e-9)
+    for row in result["clustering"]["rows"]:
+        assert row["estimate"] == pytest.approx(headline, rel=1e-10, abs=1e-12), row["clustering"]
+
+
+@pytest.mark.parametrize("study_id", MAIN_EXAMPLES)
+def test_refits_use_the_headline_specification(small_store, study_id):
+    """On the example studies: the alternative clusterings, the few-partnership bootstrap and HonestDiD
+    re-estimate the headline with its weights, so they show its point estimate (HonestDiD's e = 0
+    is the primary's event-study e = 0); matched-set clusters nest partnerships."""
+    from evaluation.data.panels import load_study_data
+    from evaluation.pipeline import run_study
+    from evaluation.study import load_study
+
+    study = load_study(STUDIES / f"{study_id}.toml")
+    run = run_study(study, load_study_data(small_store, study))
+    result, panel = run.result, run.panel
+    primary = result["estimates"][result["primary_estimator"]]
+    rows = {r["clustering"]: r for r in result["clustering"]["rows"]}
+    assert set(rows) == {"partnership", "matched_set", "school"} and result["clustering"]["headline"] == "partnership"
+    for r in rows.values():
+        assert r["estimate"] == pytest.approx(primary["estimate"], rel=1e-10, abs=1e-12)
+    assert rows["partnership"]["se"] == pytest.approx(primary["se"], rel=1e-12)
+    # a matched set holds whole partnerships: no partnership is split across matched-set clusters
+    treated = panel[panel["cohort"] > 0]
+    assert (treated.groupby("cluster_partnership")["cluster_matched_set"].nunique() == 1).all()
+    assert rows["matched_set"]["n_clusters"] <= rows["partnership"]["n_clusters"]
+    small = result["diagnostics"].get("small_cluster_inference")
+    if small and small.get("callaway_santanna"):
+        assert small["callaway_santanna"]["estimate"] == pytest.approx(primary["estimate"], rel=1e-10)
+    hd = result["diagnostics"].get("honest_did")
+    if hd:
+        assert hd["estimator"] == "callaway_santanna"
+        e0 = next(r for r in result["event_study"]["callaway_santanna"] if r["e"] == 0)
+        assert hd["original"]["estimate"] == pytest.approx(e0["estimate"], rel=1e-9, abs=1e-12)
+    # the verdict and effects blocks are in result.json, and the verdict follows the checks
+    assert result["effects"]["padlocks"] == 5 - len(result["effects"]["padlock_reasons"])
+    failed = [c for c in result["verdict"]["checks"] if c["failed"]]
+    if failed:
+        assert result["verdict"]["answer"].startswith("cannot_tell")

@@ -157,11 +157,23 @@ def write_source(studies: list[StudyResults], source: str | Path, static: Path =
     chapters = [write_chapter(s.result, s.directory, source).study_id for s in studies]
     write_synthesis(results, source)
     methods = (static / "methods.md").read_text(encoding="utf-8").rstrip("\n")
-    (source / "methods.md").write_text(methods + "\n\n" + variance_conventions(results), encoding="utf-8")
+    (source / "methods.md").write_text(methods + "\n\n" + verdict_rules() + "\n\n" + variance_conventions(results),
+                                       encoding="utf-8")
     (source / "data_dictionary.md").write_text(data_dictionary(), encoding="utf-8")
     self_chapters = [write_self_evaluation_chapter(r, d, source) for d, r in self_evaluations]
     (source / "_toc.yml").write_text(_toc(chapters, self_chapters), encoding="utf-8")
     return source
+
+
+def verdict_rules() -> str:
+    """The rule that turns a study's numbers into its answer (``effects.VERDICT_RULES``), as a table."""
+    from evaluation.effects import VERDICT_RULES
+    from evaluation.report.markdown import escape, table
+
+    return "\n".join(["## How a chapter answers its question", "",
+                      "The answer in every summary box comes from the unrounded 95% confidence interval of the "
+                      "primary estimate and the checks of the design, first matching row first:", "",
+                      table(["When", "The answer"], [[escape(c), escape(a)] for c, a in VERDICT_RULES])])
 
 
 # ---------------------------------------------------------------------------- external resources

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.effects import effect_size, plain_summary, security_rating
+from evaluation.effects import _hedges_j, effect_size, plain_summary, security_rating, verdict
 from evaluation.report.markdown import (count, escape, estimator_name, months_words, num, ordered_estimators,
                                         padlocks_html, pct, pvalue, table)
 
@@ -71,13 +71,32 @@ def is_synthetic(result: dict) -> bool:
 # ---------------------------------------------------------------------------- summary box
 
 
-def summary_box(result: dict) -> str:
+def _how_much(result: dict) -> str:
     es = effect_size(result)
+    primary = result["estimates"][result["primary_estimator"]]
+    units = (f"{num(primary['estimate'])} {escape(unit_words(result))} "
+             f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])})")
+    if es.g is None:
+        return (f"**How much.** In the outcome's own units: {units}. No effect size or months' progress: "
+                f"{escape(es.withheld)}")
+    lo_m, hi_m = es.months_ci
+    months = (f"about **{months_words(es.months)} {'additional' if es.months >= 0 else 'less'} progress**"
+              if es.months else "**less than one month's progress**")
+    return (f"**How much.** Effect size {num(es.g)} (95% confidence interval {num(es.ci_low)} to {num(es.ci_high)}), "
+            f"{months} (range {lo_m} to {hi_m} months; negative means less progress). "
+            f"In the outcome's own units: {units}.")
+
+
+def _checks_lines(result: dict) -> list[str]:
+    words = {True: "**fails**", False: "passes", None: "not available"}
+    return [f"  - {escape(c.name.replace('_', ' ').replace('pretrend', 'pre-trend test').replace('honest did', 'HonestDiD'))}"
+            f": {words[c.failed]} ({escape(c.detail)})" for c in verdict(result).checks]
+
+
+def summary_box(result: dict) -> str:
     sec = security_rating(result)
     words = plain_summary(result)
-    primary = result["estimates"][result["primary_estimator"]]
     c = result["counts"]
-    lo_m, hi_m = es.months_ci
     reasons = "\n".join(f"  - {escape(r)}" for r in sec.reasons) or "  - none: the study keeps every padlock"
     lines = [
         ":::{admonition} Summary",
@@ -87,11 +106,11 @@ def summary_box(result: dict) -> str:
         "",
         f"**The answer.** {escape(words['answer'])}",
         "",
-        f"**How much.** Effect size {num(es.g)} (95% confidence interval {num(es.ci_low)} to {num(es.ci_high)}), "
-        f"about **{months_words(es.months)} {'additional' if es.months >= 0 else 'less'} progress** "
-        f"(range {lo_m} to {hi_m} months; negative means less progress). "
-        f"In the outcome's own units: {num(primary['estimate'])} {escape(unit_words(result))} "
-        f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])}).",
+        _how_much(result),
+        "",
+        "**Checks of the design** (the answer is \"we cannot tell\" when one fails; see the methods chapter):",
+        "",
+        *_checks_lines(result),
         "",
         f"**How sure are we.** {padlocks_html(sec.padlocks)}",
         "",
@@ -297,7 +316,30 @@ def _estimates_section(result: dict) -> str:
               ["l", "r", "r", "r", "r", "r", "r"]),
         "**Variance convention of each estimator** (as the code names it):", "",
         "\n".join(conventions), "",
+        *_clustering_lines(result),
     ])
+
+
+def _clustering_lines(result: dict) -> list[str]:
+    """The primary estimate under each clustering: which is the headline, and why."""
+    cl = result.get("clustering") or {}
+    if not cl.get("rows"):
+        return []
+    rows = [[escape(r["clustering"].replace("_", " ")) + (" (headline)" if r["clustering"] == cl["headline"] else ""),
+             num(r["se"], 3), f"{num(r['ci_low'], 3)} to {num(r['ci_high'], 3)}", count(r["n_clusters"]),
+             count(r["n_treated_clusters"])] for r in cl["rows"]]
+    head = next(r for r in cl["rows"] if r["clustering"] == cl["headline"])
+    return ["### Which schools share a cluster", "",
+            f"The primary estimate ({num(head['estimate'], 3)}) with its standard error under each clustering; the "
+            "point estimate is the same in every row (same weights, same sample). The headline clusters "
+            f"{escape(head['description'])}. Partnership clustering is the default because the schools of one "
+            "partnership join together and share its leadership, staff and shocks, so their results are not "
+            "independent. Matched-set clustering (Abadie & Spiess 2022) also allows for the dependence that "
+            "matching creates between a partnership school and its comparison schools; a comparison school "
+            "matched to schools of several cohorts or partnerships joins all their sets into one cluster. "
+            "Where the two differ much, the larger is the safer reading.", "",
+            table(["Clustering", "SE", "95% CI", "Clusters", "Clusters with partnership schools"], rows,
+                  ["l", "r", "r", "r", "r"])]
 
 
 def _small_cluster_block(small: dict | None) -> list[str]:
@@ -358,7 +400,8 @@ def _robustness_section(result: dict) -> str:
             f"{num(sec.mdes)} ({escape(sec.mdes_source)}). The analysis uses {count(c['school_years'])} "
             f"school-years in {count(c['clusters'])} clusters.", ""]
     out += ["### Effect size", "",
-            f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es.sd, 3)}$: {escape(es.sd_label)}.", ""]
+            (f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es.sd, 3)}$: {escape(es.sd_label)}."
+             if es.g is not None else escape(es.withheld[0].upper() + es.withheld[1:])), ""]
     truth = result.get("synthetic_truth")
     if truth:
         primary = result["estimates"][result["primary_estimator"]]
@@ -379,7 +422,10 @@ def _placebo_lines(placebo: dict | None, result: dict) -> list[str]:
     """Placebo joining dates: the estimator rerun as if schools joined k years early."""
     if not placebo or not placebo.get("placebos"):
         return []
+    es = effect_size(result)
+    j = _hedges_j(result)
     rows = [[f"{p['k']} year{'s' if p['k'] != 1 else ''} early", num(p["estimate"], 3),
+             num(es.in_sd_units(p["estimate"], j), 3) if es.sd else "\u2014",
              f"{num(p['ci_low'], 3)} to {num(p['ci_high'], 3)}", pvalue(p.get("p")),
              count(p.get("treated_schools")),
              "includes zero (as it should)" if p["includes_zero"] else "excludes zero: an effect before joining"]
@@ -391,8 +437,11 @@ def _placebo_lines(placebo: dict | None, result: dict) -> list[str]:
             f"The {escape(estimator_name(placebo.get('estimator', result['primary_estimator'])))} estimate rerun "
             "on years before joining only, pretending the schools joined earlier than they did. With no effect "
             "before joining, these should be near zero. " + verdict, "",
-            table(["Placebo date", "Estimate", "95% CI", "p", "Schools", "Reading"], rows,
-                  ["l", "r", "r", "r", "r", "l"])]
+            "The estimates are in the outcome's units and, beside them, in the headline's effect-size units. "
+            "The placebo check fails when the smallest p-value is below 0.05 divided by the number of dates "
+            "(Bonferroni), so that the family of dates errs at most 5% of the time.", "",
+            table(["Placebo date", "Estimate", "Effect size", "95% CI", "p", "Schools", "Reading"], rows,
+                  ["l", "r", "r", "r", "r", "r", "l"])]
 
 
 def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
@@ -401,7 +450,8 @@ def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
         return []
     unit = escape(unit_words(result))
     out = ["### Sensitivity to a failure of parallel trends (HonestDiD)", "",
-           f"{escape(h.get('method', 'Rambachan & Roth (2023)'))}: robust 95% confidence sets for the effect in the "
+           (f"Run on {escape(h['note'])}. " if h.get("note") else "")
+           + f"{escape(h.get('method', 'Rambachan & Roth (2023)'))}: robust 95% confidence sets for the effect in the "
            "first year of results after joining ($e = 0$) when the trend difference after joining may be larger than anything seen "
            f"before. Original interval: {num(h['original']['lb'], 3)} to {num(h['original']['ub'], 3)} {unit}.", ""]
     if h.get("relative_magnitudes"):

@@ -25,14 +25,19 @@ def ordered_estimators(names) -> list[str]:
 
 
 def num(x, digits: int = 2, signed: bool = False) -> str:
-    """A number for a reader: fixed digits, a real minus sign, an em dash when missing."""
+    """A number for a reader: fixed digits, a real minus sign, an em dash when missing.
+
+    Rounding never hides a sign: a non-zero value that would print as 0.00 gets as many more
+    digits as its first significant one needs (-0.002 prints as -0.002, not 0.00)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "\u2014"
-    text = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+    d = digits
+    while x != 0 and d < 10 and round(abs(float(x)), d) == 0:
+        d += 1
+    text = f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
     if text.startswith("-"):
         text = "\u2212" + text[1:]
-    # "-0.00" reads as a negative zero; show it as 0.00.
-    if text.lstrip("+\u2212").strip("0.") == "":
+    if float(x) == 0:
         text = text.lstrip("+\u2212")
     return text
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.effects import effect_size, plain_summary, security_rating
+from evaluation.effects import effect_size, plain_summary, security_rating, verdict
 from evaluation.report.chapter import TYPE_WORDS, is_synthetic
 from evaluation.report.markdown import escape, months_words, num, padlocks_html, table
-from evaluation.synthesis import forest_plot, meta_analysis
+from evaluation.synthesis import forest_plot, meta_analysis, poolable
 
 #: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
 SECURE = 3
@@ -25,14 +25,24 @@ def _role_text(text: str) -> str:
 
 
 def _verdict(result: dict) -> str:
-    """What one study allows us to say, in words bounded by its padlocks."""
+    """What one study allows us to say: the study's own verdict (``effects.verdict``), in words
+    bounded by its padlocks."""
     es = effect_size(result)
     locks = security_rating(result).padlocks
-    if es.direction == "unclear":
+    v = verdict(result)
+    if v.answer == "cannot_tell":
         return "no clear effect either way (the confidence interval includes zero)"
-    way = "better" if es.direction == "positive" else "worse"
-    size = (f"about {months_words(es.months)} {'more' if way == 'better' else 'less'} progress" if es.months
-            else "a very small effect, less than one month's progress")
+    if v.answer == "cannot_tell_bias":
+        return "we cannot tell: the checks of the design point to bias (" + "; ".join(c.detail for c in v.failed) + ")"
+    if v.answer == "cannot_tell_sensitivity":
+        return "we cannot tell: a plausible failure of parallel trends could explain the effect"
+    way = "better" if v.answer == "yes" else "worse"
+    if es.months is None:
+        size = "an effect in the outcome's own units (no pupil-level SD, so no months)"
+    elif es.months:
+        size = f"about {months_words(es.months)} {'more' if way == 'better' else 'less'} progress"
+    else:
+        size = "a very small effect, less than one month's progress"
     if locks >= SECURE:
         return f"partnership schools did {way}: {size} ({locks} padlocks)"
     return (f"a hint that partnership schools did {way} ({size}), but with only {locks} "
@@ -48,7 +58,9 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         es = effect_size(r)
         sec = security_rating(r)
         rows.append([f"{{ref}}`{_role_text(r['study']['title'])} <study-{r['study']['id']}>`", escape(_types(r)),
-                     f"{num(es.g)} ({num(es.ci_low)} to {num(es.ci_high)})", str(es.months), f"{sec.padlocks}/5",
+                     f"{num(es.g)} ({num(es.ci_low)} to {num(es.ci_high)})" if es.g is not None else
+                     "\u2014 (no pupil-level SD)", "\u2014" if es.months is None else str(es.months),
+                     f"{sec.padlocks}/5",
                      f"{r['counts']['treated_analysed']:,}"])
     out = ["(synthesis)=", "# What works across studies", "",
            "All the studies side by side. Effect sizes are Hedges' g of each study's primary estimate "
@@ -64,6 +76,11 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         out.append(f"- **{escape(r['study']['title'])}** ({escape(_types(r))}): {escape(_verdict(r))}. "
                    + escape(plain_summary(r)["caveat"]))
     out.append("")
+    left_out = [r for r in results if r not in poolable(results)]
+    if left_out:
+        out += ["Not pooled (no pupil-level SD, so their effects are in their outcomes' own units): "
+                + ", ".join(escape(r["study"]["title"]) for r in left_out) + ".", ""]
+    results = poolable(results)
     if len(results) < 2:
         out += ["## Meta-analysis", "",
                 "Only one study is in this book, so there is nothing to pool: a meta-analysis needs at least two.",
