@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 def results_with(estimates, ses, types=None):
     out = []
     for i, (e, s) in enumerate(zip(estimates, ses)):
-        r = make_result(estimate=e, se=s, sd=1.0, treated=10_000, comparison=10_000, mdes=0.1)
+        r = make_result(estimate=e, se=s, sd=1.0, pupil_sd=1.0, treated=10_000, comparison=10_000, mdes=0.1)
         t = (types or ["multi_academy_trust"] * len(estimates))[i]
         r["study"] = {"id": f"s{i}", "title": f"Study {i}", "question": "?",
                       "definition": {"cohort": {"partnership_types": [t]}}}
@@ -220,3 +220,17 @@ def test_paule_mandel_root_even_where_statsmodels_iteration_gives_up():
     w = 1 / (v + p.tau2)
     assert (w * (g - p.pooled) ** 2).sum() == pytest.approx(3, rel=1e-10)
     assert p.tau2 == pytest.approx(combine_effects(g, v, method_re="pm").tau2, rel=1e-5)
+
+
+def test_studies_without_a_pupil_sd_are_not_pooled(tmp_path):
+    """A study in its outcome's own units (no pupil-level SD) has no g: it is listed, not pooled."""
+    from evaluation.report.synthesis_chapter import write_synthesis
+
+    results = results_with([0.05, 0.35, 0.1], [0.05, 0.06, 0.04])
+    results[2]["effect_size"]["pupil_sd"] = None
+    results[2]["effect_size"]["pupil_sd_source"] = None
+    m = meta_analysis(results)
+    assert m.k == 2 and list(m.table["id"]) == ["s0", "s1"]
+    text = write_synthesis(results, tmp_path).read_text()
+    assert "Not pooled (no pupil-level SD" in text and "Study 2" in text
+    assert "\u2014 (no pupil-level SD)" in text
