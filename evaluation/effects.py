@@ -87,6 +87,9 @@ def _hedges_j(result: dict) -> float:
     return 1 - 3 / (4 * n - 9) if n > 3 else 1.0
 
 
+ESTIMATOR_WORDS = {"callaway_santanna": "Callaway & Sant'Anna", "event_study": "TWFE event study",
+                   "sun_abraham": "Sun & Abraham", "imputation": "imputation (Borusyak et al.)", "twfe": "TWFE"}
+
 NO_PUPIL_SD = ("no pupil-level standard deviation of this outcome is known (no pupil data, and the study "
                "definition states none in [outcome] pupil_sd), so no effect size or months' progress is given: "
                "the EEF's months conversion assumes pupil-level effect sizes, and the between-school SD "
@@ -182,7 +185,7 @@ def _in_units(result: dict, x: float) -> str:
     text = f"{_signed(x)} {unit}"
     es = effect_size(result)
     if es.sd is not None:
-        text += f" (effect size {_signed(_hedges_j(result) * x / es.sd)})"
+        text += f", effect size {_signed(_hedges_j(result) * x / es.sd)}"
     return text
 
 
@@ -207,7 +210,7 @@ def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
     shown = (f"; largest pre-joining difference {_in_units(result, worst['estimate'])} at e = {worst['e']}"
              if worst else "")
     failed = t["p_value"] < alpha
-    return Check("pretrend", failed, f"{name.replace('_', ' ')} pre-trend test p = {t['p_value']:.3f}{shown}")
+    return Check("pretrend", failed, f"{ESTIMATOR_WORDS.get(name, name)} pre-trend test p = {t['p_value']:.3f}{shown}")
 
 
 def placebo_check(result: dict, alpha: float = 0.05) -> Check:
@@ -356,7 +359,8 @@ def _size_words(es: EffectSize, result: dict) -> str:
     months = abs(es.months)
     if months == 0:
         return f"a very small effect, less than one month's additional progress ({units})"
-    return f"an effect of about {months} month{'s' if months != 1 else ''}' {'additional' if es.g > 0 else 'less'} progress ({units})"
+    possessive = "1 month's" if months == 1 else f"{months} months'"
+    return f"an effect of about {possessive} {'additional' if es.g > 0 else 'less'} progress ({units})"
 
 
 def plain_summary(result: dict) -> dict:

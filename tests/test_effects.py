@@ -147,7 +147,7 @@ def test_verdict_follows_unrounded_ci_and_checks():
                                                        {"k": 2, "estimate": 0.1, "p": 0.6}]}
     v = verdict(ok)
     assert v.answer == "cannot_tell_bias" and [c.name for c in v.failed] == ["placebo"]
-    assert "-2.50 points (effect size -0.25)" in v.failed[0].detail  # in the headline's units too
+    assert "-2.50 points, effect size -0.25" in v.failed[0].detail  # in the headline's units too
     # HonestDiD: a violation as large as the largest pre-joining one could explain the first-year effect
     h = make_result(estimate=3.0, se=0.5, mdes=0.1, pupil_sd=10.0)
     h["diagnostics"]["honest_did"] = {"original": {"lb": 1.0, "ub": 5.0},

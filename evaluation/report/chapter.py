@@ -337,7 +337,12 @@ def _clustering_lines(result: dict) -> list[str]:
             "independent. Matched-set clustering (Abadie & Spiess 2022) also allows for the dependence that "
             "matching creates between a partnership school and its comparison schools; a comparison school "
             "matched to schools of several cohorts or partnerships joins all their sets into one cluster. "
-            "Where the two differ much, the larger is the safer reading.", "",
+            "Where the two differ much, the larger is the safer reading."
+            + (f" Here the matched sets chain into only {head_ms['n_clusters']} clusters (comparison schools matched "
+               "in several cohorts link their sets), too few for a cluster-robust standard error to be trusted: "
+               "the matched-set row is shown for completeness, not relied on."
+               if (head_ms := next((r for r in cl["rows"] if r["clustering"] == "matched_set"), None)) is not None
+               and head_ms["n_clusters"] < 30 else ""), "",
             table(["Clustering", "SE", "95% CI", "Clusters", "Clusters with partnership schools"], rows,
                   ["l", "r", "r", "r", "r"])]
 
