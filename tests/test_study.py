@@ -127,3 +127,29 @@ def test_window_outside_the_data(tmp_path, run_cli, small_store):
 def test_primary_estimator_must_give_an_overall_effect(tmp_path):
     text = GOOD.replace('primary = "callaway_santanna"', 'primary = "event_study"')
     assert "gives effects by year, not one overall effect" in error_of(write(tmp_path, text)).render()
+
+
+def test_pupil_sd_needs_its_source_and_is_used(tmp_path):
+    text = GOOD.replace('window = [-4, 4]', 'window = [-4, 4]\npupil_sd = 25.0')
+    err = error_of(write(tmp_path, text))
+    assert "pupil_sd and pupil_sd_source go together" in err.render()
+    text = GOOD.replace('window = [-4, 4]', 'window = [-4, 4]\npupil_sd = -1\npupil_sd_source = "x"')
+    assert "outcome.pupil_sd" in error_of(write(tmp_path, text)).render()
+    ok = load_study(write(tmp_path, GOOD.replace(
+        'window = [-4, 4]', 'window = [-4, 4]\npupil_sd = 25.0\npupil_sd_source = "DfE KS2 national tables"')))
+    assert ok.outcome.pupil_sd == 25.0
+
+    import pandas as pd
+
+    from evaluation.cohorts import Cohort, StudyData
+    from evaluation.pipeline import effect_size
+
+    schools = pd.DataFrame({"urn": [1, 2, 3], "phase": ["primary"] * 3})
+    sy = pd.DataFrame({"urn": [1, 2, 3], "year": [2013] * 3, "ks2_rwm_expected_pct": [40.0, 50.0, 60.0]})
+    data = StudyData(schools, pd.DataFrame(), pd.DataFrame(), sy, truth=None)
+    cohort = Cohort(pd.DataFrame({"g": [2014]}), pd.DataFrame())
+    es = effect_size(ok, data, cohort, 5.0, 1.0)
+    assert es["pupil_sd"] == 25.0 and "stated in the study definition: DfE KS2 national tables" in es["pupil_sd_source"]
+    assert es["sd"] == pytest.approx(10.0)  # between-school SD kept for reference
+    none = effect_size(load_study(write(tmp_path, GOOD)), data, cohort, 5.0, 1.0)
+    assert none["pupil_sd"] is None and none["pupil_sd_source"] is None
