@@ -120,17 +120,26 @@ def test_summary_box_numbers_come_from_effects(results_dir, tmp_path):
     for sid, r in _results(results_dir).items():
         text = write_chapter(r, results_dir / sid, tmp_path).path.read_text(encoding="utf-8")
         box = text[text.index(":::{admonition} Summary"):text.index("## Who was in the study")]
-        m = re.search(r"Effect size (\S+) \(95% confidence interval (\S+) to (\S+)\), about \*\*(\d+) month", box)
+        m = re.search(r"Effect size (\S+) \(95% confidence interval (\S+) to (\S+)\), "
+                      r"(?:about \*\*(\d+) month|\*\*less than one month)", box)
         assert m, box
         g, lo, hi = (float(x.replace("\u2212", "-")) for x in m.groups()[:3])
         es = effect_size(r)
-        # printed to 2 dp: within half a unit in the last place
+        # printed to 2 dp (more when 2 would round a non-zero value to 0): within half a unit,
+        # and never with a sign the unrounded number does not have
         for printed, exact in ((g, es.g), (lo, es.ci_low), (hi, es.ci_high)):
             assert abs(printed - exact) <= 0.005 + 1e-12
-        assert int(m.group(4)) == abs(es.months)
+            assert (printed > 0) == (exact > 0) and (printed < 0) == (exact < 0)
+        assert (int(m.group(4)) if m.group(4) else 0) == abs(es.months)
         sec = security_rating(r)
         assert f"{sec.padlocks} out of 5 padlocks" in box
-        assert sum(1 for line in box.splitlines() if line.startswith("  - ")) == max(len(sec.reasons), 1)
+        lost = box[box.index("Padlocks lost"):box.index("**Who was compared.**")]
+        assert sum(1 for line in lost.splitlines() if line.startswith("  - ")) == max(len(sec.reasons), 1)
+        # the answer follows the checks: no "Yes"/"No" beside a failed check
+        answer = box[box.index("**The answer.**"):box.index("**How much.**")]
+        if "**fails**" in box:
+            assert "We cannot tell" in answer, answer
+        assert "0 months" not in answer
         c = r["counts"]
         assert f"{c['treated_analysed']:,} partnership schools in {c['partnerships']:,} partnerships" in box
 

@@ -118,6 +118,13 @@ def test_examples_balance_on_the_national_panel(national_store, study_id):
     result = run_study(study, load_study_data(national_store, study)).result
     smd = [abs(r["smd_after"]) for r in result["matching"]["balance"]]
     assert max(smd) < 0.1, result["matching"]["balance"]
+    # the words follow the numbers on the bundled data: never "Yes"/"No" beside a failed check, and
+    # the sponsored-MAT study (planted Ashenfelter dip) says its checks point to bias
+    v = result["verdict"]
+    if any(c["failed"] for c in v["checks"]):
+        assert v["answer"].startswith("cannot_tell"), v
+    if study_id == "mat_sponsored_secondary_ks4":
+        assert v["answer"] == "cannot_tell_bias", v
 
 
 @pytest.mark.slow
