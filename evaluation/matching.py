@@ -297,6 +297,17 @@ def propensity_score(X: np.ndarray, treat: np.ndarray) -> tuple[np.ndarray, list
     returns the fitted probabilities and any warnings (e.g. perfect separation,
     for which R's ``glm()`` also only warns). Collinear columns are handled with a
     pseudo-inverse; the fitted values do not depend on how they are resolved.
+
+    Units with identical covariates get bit-identical scores. The fitted values
+    are not taken from ``exog @ params``: OpenBLAS picks its matrix-vector kernel
+    by CPU at run time, and some kernels (e.g. Haswell, used on Zen too) round
+    the rows at the end of the array differently from the rest, so two identical
+    rows could differ in the last bit. That splits a tie, which changes the eCDF
+    statistics (evaluated at each distinct score) and the order of matching. The
+    linear predictor is instead computed once per distinct covariate pattern,
+    column by column as R's reference BLAS does, and mapped through R's
+    ``binomial()$linkinv`` (``exp(eta) / (1 + exp(eta))``, eta clamped to
+    [-30, 30]).
     """
     import statsmodels.api as sm
 
@@ -307,10 +318,24 @@ def propensity_score(X: np.ndarray, treat: np.ndarray) -> tuple[np.ndarray, list
         fit = sm.GLM(treat.astype(float), exog, family=sm.families.Binomial()).fit()
     for w in caught:
         notes.append(f"propensity score model: {w.message}")
-    ps = np.asarray(fit.fittedvalues, dtype=float)
+    ps = _logit_fitted(exog, np.asarray(fit.params, dtype=float))
     if not fit.converged:
         notes.append("propensity score model: IRLS did not converge")
     return ps, notes
+
+
+def _logit_fitted(exog: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Fitted probabilities of a logit model, one computation per distinct row of
+    ``exog`` so identical rows get identical values whatever the BLAS (see
+    :func:`propensity_score`)."""
+    patterns, inverse = np.unique(exog, axis=0, return_inverse=True)
+    eta = np.zeros(len(patterns))
+    for j in range(patterns.shape[1]):  # elementwise, no BLAS: R's reference dgemv order
+        eta = eta + patterns[:, j] * beta[j]
+    # R's binomial()$linkinv (C_logit_linkinv): THRESH = 30, MTHRESH = -30
+    eps = np.finfo(float).eps
+    tmp = np.where(eta < -30, eps, np.where(eta > 30, 1 / eps, np.exp(np.clip(eta, -30, 30))))
+    return (tmp / (1 + tmp))[np.asarray(inverse).reshape(-1)]
 
 
 def _generalized_inverse(sigma: np.ndarray, tol: float = 1e-8) -> np.ndarray:
