@@ -197,6 +197,10 @@ def _signed(x: float, digits: int = 2) -> str:
     return f"{x:.{d}f}"
 
 
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
     """The primary estimator's joint pre-trend test (the TWFE event study's when it has none)."""
     tests = (result.get("diagnostics") or {}).get("pretrend") or {}
@@ -210,7 +214,7 @@ def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
     shown = (f"; largest pre-joining difference {_in_units(result, worst['estimate'])} at e = {worst['e']}"
              if worst else "")
     failed = t["p_value"] < alpha
-    return Check("pretrend", failed, f"{ESTIMATOR_WORDS.get(name, name)} pre-trend test p = {t['p_value']:.3f}{shown}")
+    return Check("pretrend", failed, f"{ESTIMATOR_WORDS.get(name, name)} pre-trend test {_p(t['p_value'])}{shown}")
 
 
 def placebo_check(result: dict, alpha: float = 0.05) -> Check:
@@ -222,7 +226,7 @@ def placebo_check(result: dict, alpha: float = 0.05) -> Check:
         return Check("placebo", None, "no placebo joining date could be estimated")
     k = len(rows)
     pmin = min(p["p"] for p in rows)
-    shown = "; ".join(f"{p['k']} year(s) early: {_in_units(result, p['estimate'])}, p = {p['p']:.3f}" for p in rows)
+    shown = "; ".join(f"{p['k']} year(s) early: {_in_units(result, p['estimate'])}, {_p(p['p'])}" for p in rows)
     return Check("placebo", bool(pmin < alpha / k),
                  f"placebo joining dates ({shown}; Bonferroni threshold {alpha / k:.3f} for {k} dates)")
 
