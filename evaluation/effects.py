@@ -78,7 +78,12 @@ class EffectSize:
 
 
 def _primary(result: dict) -> dict:
-    return result["estimates"][result["primary_estimator"]]
+    """The headline: the primary estimate with the interval the calibration table supports
+    (``result["headline"]``), or the estimator's own interval in results without one."""
+    return result.get("headline") or result["estimates"][result["primary_estimator"]]
+
+
+headline = _primary
 
 
 def _hedges_j(result: dict) -> float:

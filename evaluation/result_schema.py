@@ -1,7 +1,8 @@
 """The result.json contract (schema version 2), as a pydantic model.
 
-Version 2 (migration from 1): adds ``clustering`` (the primary estimate under each clustering,
-the headline named), ``effects`` (g in pupil-level SDs or the reason it is withheld, months,
+Version 2 (migration from 1): adds ``headline`` (the primary estimate with the interval the
+calibration table supports, the method and why), ``clustering`` (the primary estimate under each
+clustering, the headline named), ``effects`` (g in pupil-level SDs or the reason it is withheld, months,
 padlocks with reasons, MDES) and ``verdict`` (answer, the rule that produced it and every
 design check); pre-trend tests of Callaway-Sant'Anna carry their clustering; estimators'
 variance ``cluster`` names the panel's clustering column (``cluster_partnership``,
@@ -184,6 +185,23 @@ class Verdict(_Open):
     checks: list[VerdictCheck]
 
 
+class Headline(_Open):
+    estimator: str
+    estimate: float
+    se: float
+    ci_low: float
+    ci_high: float
+    p: float
+    method: str
+    df: int | None
+    reason: str
+    flag: str | None
+    alpha: float
+    n_treated_clusters: int
+    n_clusters: int
+    description: str
+
+
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
@@ -203,6 +221,7 @@ class StudyResult(_Open):
     synthetic_truth: dict | None
     power: dict | None = None
     clustering: Clustering
+    headline: Headline
     effects: Effects
     verdict: Verdict
 

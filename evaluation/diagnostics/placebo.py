@@ -21,7 +21,7 @@ import numpy as np
 
 from evaluation.cohorts import Cohort, StudyData, build_cohort
 from evaluation.errors import InputError, problem
-from evaluation.pipeline import analysis_panel, match_cohorts, run_estimators
+from evaluation.pipeline import analysis_panel, headline_of, match_cohorts, run_estimators
 from evaluation.spec import EstimationSpec, build_spec
 from evaluation.study import Study
 
@@ -128,6 +128,10 @@ def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: N
             continue
         res = run_estimators(spec_k, panel, say)[primary]
         ov = res.overall
+        if ov is not None:  # the headline's inference (calibration table), as for the real dates
+            h = headline_of(spec_k, panel, res)
+            ov = type(ov)(h["estimate"], h["se"], h["ci_low"], h["ci_high"], h["p"])
+            notes.append(f"inference: {h['description']}")
         est = None if ov is None else float(ov.estimate)
         entry = PlaceboEstimate(
             k=k, cohorts=[int(g - k) for g in gs], window=[int(lo_k), k - 1], estimate=est,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.effects import _hedges_j, effect_size, plain_summary, security_rating, verdict
+from evaluation.effects import _hedges_j, effect_size, headline, plain_summary, security_rating, verdict
 from evaluation.report.markdown import (count, escape, estimator_name, months_words, num, ordered_estimators,
                                         padlocks_html, pct, pvalue, table)
 
@@ -73,7 +73,7 @@ def is_synthetic(result: dict) -> bool:
 
 def _how_much(result: dict) -> str:
     es = effect_size(result)
-    primary = result["estimates"][result["primary_estimator"]]
+    primary = headline(result)
     units = (f"{num(primary['estimate'])} {escape(unit_words(result))} "
              f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])})")
     if es.g is None:
@@ -261,11 +261,15 @@ def _pretrend_rows(result: dict) -> list[list]:
             stat = f"F = {num(t['statistic'])} ({t['df1']}, {df2} df)"
         elif "W" in t:
             stat = f"Wald \u03c7\u00b2 = {num(t['W'])} ({t['df']} df)"
+        elif "t" in t:
+            stat = f"t = {num(t['t'])} ({t['df']} df)"
         else:
             stat = "\u2014"
         test = t.get("test") or "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test)"
         verdict = "fails: groups diverged before joining" if t.get("p_value") is not None and t["p_value"] < 0.05 \
             else "passes (no evidence of different paths before joining)"
+        if t.get("not_for_verdict"):
+            verdict = ("not used for the answer: " + t["not_for_verdict"])
         rows.append([estimator_name(name), test, stat, pvalue(t.get("p_value")), verdict])
     return rows
 
@@ -314,10 +318,22 @@ def _estimates_section(result: dict) -> str:
         f"uses the primary estimator, {estimator_name(primary)}.", "",
         table(["Estimator", "Estimate", "95% CI", "SE", "p", "Schools", "Clusters"], rows,
               ["l", "r", "r", "r", "r", "r", "r"]),
+        *_headline_lines(result),
         "**Variance convention of each estimator** (as the code names it):", "",
         "\n".join(conventions), "",
         *_clustering_lines(result),
     ])
+
+
+def _headline_lines(result: dict) -> list[str]:
+    """Which interval the headline reports, and why (the calibration table)."""
+    h = result.get("headline")
+    if not h:
+        return []
+    return ["**The headline's interval.** The summary reports the primary estimate "
+            f"{num(h['estimate'], 3)} with the 95% interval {num(h['ci_low'], 3)} to {num(h['ci_high'], 3)} "
+            f"(SE {num(h['se'], 3)}, p {pvalue(h['p'])}): {escape(h['description'])}. Why this interval: "
+            f"{escape(h['reason'])}" + (f" Caution: {escape(h['flag'])}" if h.get("flag") else ""), ""]
 
 
 def _clustering_lines(result: dict) -> list[str]:
@@ -409,7 +425,7 @@ def _robustness_section(result: dict) -> str:
              if es.g is not None else escape(es.withheld[0].upper() + es.withheld[1:])), ""]
     truth = result.get("synthetic_truth")
     if truth:
-        primary = result["estimates"][result["primary_estimator"]]
+        primary = headline(result)
         inside = primary["ci_low"] <= truth["overall"] <= primary["ci_high"]
         out += ["### Synthetic truth (synthetic data only)", "",
                 ":::{admonition} The planted effect: known only because the data are synthetic",
