@@ -219,10 +219,16 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
     from evaluation.pipeline import pupil_level_sd
 
     pupil_sd, source = pupil_level_sd(outcome, data)
-    scale, scale_label = (pupil_sd, source) if pupil_sd else (sd, f"between-school SD of {outcome} in {g0 - 1}")
     main_est = partnership["synthetic_did"]
-    g = main_est["estimate"] / scale
-    mdes = MDES_MULTIPLIER * main_est["se"] / scale
+    mdes_units = MDES_MULTIPLIER * main_est["se"]
+    if pupil_sd:  # EEF effect sizes and months are in pupil-level SDs
+        scale, scale_label = pupil_sd, source
+        g, mdes = main_est["estimate"] / scale, mdes_units / scale
+        withheld = None
+    else:  # the between-school SD is 2.5-3x smaller and would inflate g and months: withhold them
+        scale, scale_label, g, mdes = None, "", None, None
+        withheld = (f"no pupil-level SD of {outcome} is known, so no effect size or months' progress is given "
+                    f"(the between-school SD, {sd:.3g}, would overstate them); results are in the outcome's units")
     return {
         "schema_version": 1, "kind": "self_evaluation", "name": spec.name, "title": spec.title or spec.name,
         "outcome": {"name": outcome, "description": col.description, "unit": col.unit},
@@ -241,8 +247,10 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
         "randomisation": {"p_value": ri.p_value, "exact": ri.exact, "n_perm": ri.n_perm,
                           "statistic": ri.statistic, "observed": ri.observed},
         "by_school": by_school,
-        "effect_size": {"g": g, "sd": scale, "sd_label": scale_label, "months": months_progress(g),
-                        "mdes": mdes, "mdes_months": months_progress(mdes),
+        "effect_size": {"g": g, "sd": scale, "sd_label": scale_label,
+                        "months": None if g is None else months_progress(g), "withheld": withheld,
+                        "mdes": mdes, "mdes_months": None if mdes is None else months_progress(mdes),
+                        "mdes_units": mdes_units,
                         "mdes_rule": f"{MDES_MULTIPLIER:.2f} x the placebo SE of the synthetic-DiD estimate"},
         "provenance": {"package_version": __version__, "seed": spec.seed},
     }

@@ -143,3 +143,25 @@ def test_chapter_for_governors_states_mdes_and_family_in_words(tmp_path, run_cli
     assert f"compared with the 50 most similar {result['phase']} schools" in text
     assert f"{result['comparison']['schools']} comparison schools in all" in text
     assert "What the data cannot tell you" in text
+
+
+def test_real_data_without_a_pupil_sd_gives_no_months(tmp_path, small_store):
+    """On data with no pupil-level SD (no synthetic truth) the self-evaluation gives no effect size
+    or months (the between-school SD would inflate them) and says why; the MDES is in the outcome's units."""
+    import dataclasses
+
+    from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.report.self_eval_chapter import summary
+    from evaluation.self_evaluation import SelfEvaluationSpec, schools_of_partnership, self_evaluate
+
+    data = load_all(small_store)
+    real = dataclasses.replace(data, truth=None)
+    pid = partnership_of_size(small_store, "federation_hard", 3)
+    spec = SelfEvaluationSpec(name="real", schools=schools_of_partnership(real, pid), n_perm=99)
+    r = self_evaluate(spec, real)
+    es = r["effect_size"]
+    assert es["g"] is None and es["months"] is None and es["mdes"] is None
+    assert "no pupil-level SD" in es["withheld"]
+    assert es["mdes_units"] == pytest.approx(2.8015852 * r["estimates"]["synthetic_did"]["se"], rel=1e-6)
+    text = summary(r)
+    assert "No effect size or months' progress" in text and "month" not in text.split("No effect size")[0]

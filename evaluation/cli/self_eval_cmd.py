@@ -77,9 +77,12 @@ def _run(args) -> int:
     es = result["effect_size"]
     print(f"{name}: {sum(s['analysed'] for s in result['schools'])} schools vs {result['comparison']['schools']} "
           f"comparison schools, outcome {result['outcome']['name']}")
-    print(f"  effect (synthetic DiD): {e['estimate']:.2f} (95% CI {e['ci_low']:.2f} to {e['ci_high']:.2f}); "
-          f"effect size {es['g']:.2f} ({es['months']} months)")
+    size = ("no effect size: " + es["withheld"]) if es.get("g") is None else \
+        f"effect size {es['g']:.2f} ({es['months']} months)"
+    smallest = (f"{es['mdes_units']:.2f} in the outcome's units" if es.get("mdes") is None else
+                f"{es['mdes']:.2f} ({es['mdes_months']} months)")
+    print(f"  effect (synthetic DiD): {e['estimate']:.2f} (95% CI {e['ci_low']:.2f} to {e['ci_high']:.2f}); {size}")
     print(f"  randomisation p-value: {result['randomisation']['p_value']:.3f}; smallest effect we could have "
-          f"detected: {es['mdes']:.2f} ({es['mdes_months']} months)")
+          f"detected: {smallest}")
     print(f"  results: {target}/result.json")
     return 0

@@ -71,8 +71,10 @@ def summary(r: dict) -> str:
         f"**What changed.** Since the schools joined (first results after joining: {r['joined']}), "
         f"{outcome} at our {len(analysed)} schools has been {num(abs(e['estimate']))} {unit} {direction} on "
         f"average than at similar schools (95% confidence interval {num(e['ci_low'])} to {num(e['ci_high'])}). "
-        f"That is an effect size of {num(es['g'])}, about {_months(es['months'])}' "
-        f"{'additional' if es['months'] >= 0 else 'less'} progress.",
+        + (f"No effect size or months' progress: {es['withheld']}." if es.get("g") is None else
+           f"That is an effect size of {num(es['g'])}, "
+           + (f"about {_months(es['months'])}' {'additional' if es['months'] >= 0 else 'less'} progress."
+              if es["months"] else "less than one month's progress.")),
         "",
         f"**Compared with whom.** Each of our schools was compared with the {r['comparison']['family_size']} most "
         f"similar {r['phase']} schools in England (its *family of schools*), "
@@ -81,8 +83,11 @@ def summary(r: dict) -> str:
         f"**How sure are we.** {verdict}",
         "",
         f"**The smallest effect we could have seen.** With {len(analysed)} schools, these data could reliably show "
-        f"an effect of {num(es['mdes'])} or more (about {_months(es['mdes_months'])}' progress; "
-        f"80% power, 5% test). A smaller real effect would most likely go unnoticed: "
+        + (f"an effect of {num(es['mdes_units'])} {unit} or more (80% power, 5% test). "
+           if es.get("mdes") is None else
+           f"an effect of {num(es['mdes'])} or more (about {_months(es['mdes_months'])}' progress; "
+           f"80% power, 5% test). ")
+        + "A smaller real effect would most likely go unnoticed: "
         f"\"no clear difference\" is not the same as \"no effect\".",
         "",
         "**What the data cannot tell you.** This is not a trial: the comparison schools were chosen to look like "
