@@ -753,7 +753,10 @@ def _balance_rows(X: np.ndarray, names: list[str], treat: np.ndarray, weights: n
         if binary:
             out[j, 4] = out[j, 5] = abs(mdiff)
         elif not too_small:
-            out[j, 3] = _wvar(x[i1], ww[i1], False) / _wvar(x[i0], ww[i0], False)
+            v1, v0 = _wvar(x[i1], ww[i1], False), _wvar(x[i0], ww[i0], False)
+            # MatchIt prints Inf when the comparison units do not vary; undefined (NaN) here, so
+            # results stay valid JSON and the book shows a dash
+            out[j, 3] = v1 / v0 if v0 > 0 else math.nan
             out[j, 4], out[j, 5] = _ecdf_stats(x, treat, ww)
     table = pd.DataFrame(out, index=pd.Index(names, name="variable"), columns=BALANCE_COLUMNS)
     if unmatched:

@@ -504,3 +504,15 @@ def test_family_bad_k_and_metric(lalonde):
         family_of_schools(lalonde, "treat", ["age"], k=0)
     with pytest.raises(InputError, match="did you mean 'zscore'"):
         family_of_schools(lalonde, "treat", ["age"], metric="zscor")
+
+
+def test_variance_ratio_undefined_when_matched_comparisons_do_not_vary():
+    """A covariate constant among the matched comparison units: the variance ratio is undefined
+    (NaN), not a crash (seen in a small DfE round-trip study)."""
+    df = pd.DataFrame({"t": [1, 1, 0, 0, 0, 0], "x": [1.0, 2.0, 5.0, 5.0, 50.0, 60.0],
+                       "z": [0.1, 0.3, 0.2, 0.2, 9.0, 9.5]})
+    r = match(df, "t", ["x", "z"], distance="mahalanobis")
+    assert list(r.weights) == [1, 1, 1, 1, 0, 0]  # the two identical comparison units
+    assert math.isnan(r.balance_matched.loc["x", "Var. Ratio"])
+    assert math.isnan(r.balance_matched.loc["z", "Var. Ratio"])
+    assert r.balance_matched.loc["x", "Means Control"] == 5.0
