@@ -395,7 +395,7 @@ def plain_summary(result: dict) -> dict:
         answer = (f"{v.lead}. The estimate is {size}, but {failed}.")
     else:
         extra = f" The checks also failed: {failed}." if failed else ""
-        answer = (f"We cannot tell: the estimated effect on {outcome} is {size}, but it could be zero; this study "
+        answer = (f"We cannot tell: on {outcome} the estimate is {size}, but it could be zero; this study "
                   f"could only have detected an effect of {mdes} or more.{extra}")
     if es.withheld:
         answer += " " + es.withheld[0].upper() + es.withheld[1:]
