@@ -325,3 +325,13 @@ def test_book_renders_in_headless_chromium_without_network(built_book, tmp_path)
         assert _page_requests(requests) == []
         assert png.stat().st_size > 50_000
         print(f"screenshot: {png}")
+
+
+def test_chapter_warns_when_matched_sets_chain_partnerships():
+    from evaluation.report.chapter import _chaining_words
+
+    rows = [{"clustering": "partnership", "n_clusters": 700, "n_treated_clusters": 553},
+            {"clustering": "matched_set", "n_clusters": 31, "n_treated_clusters": 31}]
+    assert "chain the 553 partnerships into only 31 clusters" in _chaining_words({"rows": rows})
+    rows[1]["n_clusters"] = 600  # sets nest partnerships without chaining them: no caution
+    assert _chaining_words({"rows": rows}) == ""

@@ -336,6 +336,19 @@ def _headline_lines(result: dict) -> list[str]:
             f"{escape(h['reason'])}" + (f" Caution: {escape(h['flag'])}" if h.get("flag") else ""), ""]
 
 
+def _chaining_words(cl: dict) -> str:
+    """A caution when matched sets chain partnerships together into fewer clusters than there are
+    partnerships: few, large, mixed clusters the calibration table does not cover."""
+    rows = {r["clustering"]: r for r in cl["rows"]}
+    ms, part = rows.get("matched_set"), rows.get("partnership")
+    if not ms or not part or ms["n_clusters"] >= part["n_treated_clusters"]:
+        return ""
+    return (f" Here the matched sets chain the {part['n_treated_clusters']} partnerships into only {ms['n_clusters']} "
+            "clusters (comparison schools matched in several cohorts link their sets), large clusters mixing "
+            "partnership and comparison schools that the calibration table (benchmarks/coverage_table.md) does not "
+            "cover: the matched-set row is shown for completeness, not relied on.")
+
+
 def _clustering_lines(result: dict) -> list[str]:
     """The primary estimate under each clustering: which is the headline, and why."""
     cl = result.get("clustering") or {}
@@ -354,11 +367,7 @@ def _clustering_lines(result: dict) -> list[str]:
             "matching creates between a partnership school and its comparison schools; a comparison school "
             "matched to schools of several cohorts or partnerships joins all their sets into one cluster. "
             "Where the two differ much, the larger is the safer reading."
-            + (f" Here the matched sets chain into only {head_ms['n_clusters']} clusters (comparison schools matched "
-               "in several cohorts link their sets), too few for a cluster-robust standard error to be trusted: "
-               "the matched-set row is shown for completeness, not relied on."
-               if (head_ms := next((r for r in cl["rows"] if r["clustering"] == "matched_set"), None)) is not None
-               and head_ms["n_clusters"] < 30 else ""), "",
+            + _chaining_words(cl), "",
             table(["Clustering", "SE", "95% CI", "Clusters", "Clusters with partnership schools"], rows,
                   ["l", "r", "r", "r", "r"])]
 
