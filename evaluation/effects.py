@@ -28,6 +28,8 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 from scipy import stats
 
+from evaluation.numbers import sign_safe_decimals
+
 #: EEF Toolkit: upper bound of |effect size| (2 dp) for each number of months.
 MONTHS_TABLE = [(0.01, 0), (0.09, 1), (0.18, 2), (0.26, 3), (0.35, 4), (0.44, 5), (0.52, 6), (0.61, 7),
                 (0.69, 8), (0.78, 9), (0.87, 10), (0.95, 11), (1.00, 12)]
@@ -182,6 +184,13 @@ class Check:
     detail: str
     kind: str = "bias"  # "bias": the checks point to bias; "sensitivity": a plausible violation explains it
 
+    @property
+    def title(self) -> str:
+        return CHECK_TITLES.get(self.name, self.name)
+
+
+CHECK_TITLES = {"pretrend": "pre-trend test", "placebo": "placebo", "honest_did": "HonestDiD"}
+
 
 def _in_units(result: dict, x: float) -> str:
     """A number in the outcome's units, and in effect-size units when a pupil-level SD is known."""
@@ -195,11 +204,8 @@ def _in_units(result: dict, x: float) -> str:
 
 
 def _signed(x: float, digits: int = 2) -> str:
-    """Fixed digits that never hide a sign: a non-zero value that rounds to zero gets more digits."""
-    d = digits
-    while d < 8 and x != 0 and round(abs(x), d) == 0:
-        d += 1
-    return f"{x:.{d}f}"
+    """Fixed digits that never hide a sign (see ``evaluation.numbers``)."""
+    return f"{x:.{sign_safe_decimals(x, digits)}f}"
 
 
 def _p(p: float) -> str:

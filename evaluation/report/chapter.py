@@ -89,8 +89,7 @@ def _how_much(result: dict) -> str:
 
 def _checks_lines(result: dict) -> list[str]:
     words = {True: "**fails**", False: "passes", None: "not available"}
-    return [f"  - {escape(c.name.replace('_', ' ').replace('pretrend', 'pre-trend test').replace('honest did', 'HonestDiD'))}"
-            f": {words[c.failed]} ({escape(c.detail)})" for c in verdict(result).checks]
+    return [f"  - {escape(c.title)}: {words[c.failed]} ({escape(c.detail)})" for c in verdict(result).checks]
 
 
 def summary_box(result: dict) -> str:

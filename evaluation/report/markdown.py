@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from evaluation.numbers import sign_safe_decimals
+
 ESTIMATOR_ORDER = ["twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation", "synthetic_control"]
 ESTIMATOR_NAMES = {
     "twfe": "Two-way fixed effects (static)",
@@ -31,9 +33,7 @@ def num(x, digits: int = 2, signed: bool = False) -> str:
     digits as its first significant one needs (-0.002 prints as -0.002, not 0.00)."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "\u2014"
-    d = digits
-    while x != 0 and d < 10 and round(abs(float(x)), d) == 0:
-        d += 1
+    d = sign_safe_decimals(x, digits)
     text = f"{x:+.{d}f}" if signed else f"{x:.{d}f}"
     if text.startswith("-"):
         text = "\u2212" + text[1:]
