@@ -76,11 +76,12 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         out.append(f"- **{escape(r['study']['title'])}** ({escape(_types(r))}): {escape(_verdict(r))}. "
                    + escape(plain_summary(r)["caveat"]))
     out.append("")
-    left_out = [r for r in results if r not in poolable(results)]
+    pooled = poolable(results)
+    left_out = [r for r in results if all(r is not q for q in pooled)]
     if left_out:
         out += ["Not pooled (no pupil-level SD, so their effects are in their outcomes' own units): "
                 + ", ".join(escape(r["study"]["title"]) for r in left_out) + ".", ""]
-    results = poolable(results)
+    results = pooled
     if len(results) < 2:
         out += ["## Meta-analysis", "",
                 "Only one study is in this book, so there is nothing to pool: a meta-analysis needs at least two.",
