@@ -66,19 +66,6 @@ def _cap(value: float, caps: list[tuple[float, int]]) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class EffectSize:
-    g: float
-    ci_low: float
-    ci_high: float
-    se: float
-    sd: float
-    sd_label: str
-    months: int
-    months_ci: tuple[int, int]
-    direction: str  # "positive", "negative" or "unclear" (CI includes zero)
-
-
 def _primary(result: dict) -> dict:
     """The headline: the primary estimate with the interval the calibration table supports
     (``result["headline"]``), or the estimator's own interval in results without one."""

@@ -10,3 +10,15 @@ def sign_safe_decimals(x: float, digits: int = 2, most: int = 10) -> int:
     while x != 0 and d < most and round(abs(float(x)), d) == 0:
         d += 1
     return d
+
+
+def json_value(v):
+    """A value as result.json stores it: NumPy scalars to Python, NaN to None (JSON has no NaN)."""
+    import math
+
+    if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v.dtype, "kind", "") == "f"):
+        v = float(v)
+        return None if math.isnan(v) else v
+    if hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "iu":
+        return int(v)
+    return v

@@ -30,11 +30,12 @@ import pandas as pd
 from scipy import stats
 
 from evaluation import __version__
-from evaluation.cohorts import StudyData, pre_features
+from evaluation.stages.cohort import StudyData, pre_features
 from evaluation.data.calendar import first_exposed_year
 from evaluation.data.schema import load_schema
 from evaluation.effects import months_progress
 from evaluation.errors import InputError, problem
+from evaluation.stages.effects import pupil_level_sd
 from evaluation.study import CONTEXT_COVARIATES
 
 DEFAULT_OUTCOME = {"primary": "ks2_rwm_expected_pct", "secondary": "ks4_attainment8"}
@@ -216,7 +217,6 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
                           "family_size": int(sub["urn"].nunique() - 1),
                           **{k: est[k] for k in ("estimate", "se", "ci_low", "ci_high")}})
     sd = float(data.school_years.loc[data.school_years["year"] == g0 - 1, outcome].std(ddof=1))
-    from evaluation.pipeline import pupil_level_sd
 
     pupil_sd, source = pupil_level_sd(outcome, data)
     main_est = partnership["synthetic_did"]

@@ -48,7 +48,7 @@ def test_placebo_panels_hold_no_post_joining_rows(tsa, monkeypatch):
         return real(spec, panel, say)
 
     monkeypatch.setattr(placebo_mod, "run_estimators", spy)
-    from evaluation.cohorts import build_cohort
+    from evaluation.stages.cohort import build_cohort
 
     g = build_cohort(study, data).treated.set_index("urn")["g"]
     res = placebo_dates(twfe, data, max_k=2)

@@ -124,7 +124,8 @@ def test_mixed_phases_are_refused(tmp_path, run_cli, small_store):
 
 def test_chapter_for_governors_states_mdes_and_family_in_words(tmp_path, run_cli, small_store):
     from evaluation.cli.self_eval_cmd import load_all
-    from evaluation.report.self_eval_chapter import load_self_evaluations, write_self_evaluation_chapter
+    from evaluation.report.results_io import load_self_evaluations
+    from evaluation.report.self_eval_chapter import write_self_evaluation_chapter
     from evaluation.self_evaluation import example_partnership
 
     data = load_all(small_store)

@@ -141,8 +141,8 @@ def test_pupil_sd_needs_its_source_and_is_used(tmp_path):
 
     import pandas as pd
 
-    from evaluation.cohorts import Cohort, StudyData
-    from evaluation.pipeline import effect_size
+    from evaluation.stages.cohort import Cohort, StudyData
+    from evaluation.stages.effects import effect_size
 
     schools = pd.DataFrame({"urn": [1, 2, 3], "phase": ["primary"] * 3})
     sy = pd.DataFrame({"urn": [1, 2, 3], "year": [2013] * 3, "ks2_rwm_expected_pct": [40.0, 50.0, 60.0]})

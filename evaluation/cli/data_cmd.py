@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from evaluation.cli.output import emit_json
 from evaluation.data.schema import TABLE_ORDER

@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def load_all(store):
-    from evaluation.cohorts import StudyData
+    from evaluation.stages.cohort import StudyData
     from evaluation.errors import InputError, problem
 
     if not store.exists():

@@ -34,7 +34,7 @@ def _load(args):
 
 
 def _validate(args) -> int:
-    from evaluation.cohorts import build_cohort
+    from evaluation.stages.cohort import build_cohort
 
     study, store, data = _load(args)
     out = {"study": study.id, "valid": True, "spec_hash": study.spec_hash, "store": str(store.path)}

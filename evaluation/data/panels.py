@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evaluation.cohorts import StudyData
+from evaluation.stages.cohort import StudyData
 from evaluation.data.store import Store
 from evaluation.study import CONTEXT_COVARIATES, Study
 

@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from evaluation.cohorts import Cohort, StudyData, build_cohort
+from evaluation.stages.cohort import Cohort, StudyData, build_cohort
 from evaluation.errors import InputError, problem
-from evaluation.pipeline import analysis_panel, headline_of, match_cohorts, run_estimators
+from evaluation.stages.estimate import headline_of, run_estimators
+from evaluation.stages.match import match_cohorts
+from evaluation.stages.panel import analysis_panel
 from evaluation.spec import EstimationSpec, build_spec
 from evaluation.study import Study
 

@@ -72,9 +72,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.cohorts import StudyData, build_cohort, matching_frame
+from evaluation.stages.cohort import StudyData, build_cohort, matching_frame
 from evaluation.effects import months_progress
 from evaluation.errors import InputError, problem
+from evaluation.stages.effects import effect_size
 from evaluation.study import Study
 
 __all__ = ["Design", "PowerResult", "anova_icc", "change_variance", "design_mdes", "power_curve",
@@ -323,8 +324,7 @@ def study_power(study: Study, data: StudyData, *, alpha: float | None = None, po
     ``method = "none"``; the family size for ``"family"``); the semivariogram and lag-1
     autocorrelation of the outcome among pool schools over the study's years; the ICC of
     treated schools' pre-joining changes between partnerships (``icc`` overrides it); the
-    effect-size SD as ``evaluation.pipeline.effect_size`` defines it."""
-    from evaluation.pipeline import effect_size
+    effect-size SD as ``evaluation.stages.effects.effect_size`` defines it."""
 
     alpha = study.inference.alpha if alpha is None else alpha
     cohort = build_cohort(study, data)

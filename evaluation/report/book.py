@@ -17,20 +17,22 @@ Compute and publish are separate: the book reads result.json through the contrac
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
 
-from evaluation.errors import InputError, problem
-from evaluation.result_schema import StudyResult
+from evaluation.effects import VERDICT_RULES
+from evaluation.report.chapter import write_chapter
+from evaluation.report.dictionary import data_dictionary, variance_conventions
+from evaluation.report.markdown import escape, table
+from evaluation.report.self_eval_chapter import write_self_evaluation_chapter
+from evaluation.report.synthesis_chapter import write_synthesis
+from evaluation.report.results_io import StudyResults, load_results, load_self_evaluations
 
 REPO_BOOK = Path(__file__).resolve().parents[2] / "book"
 STATIC_ITEMS = ("_config.yml", "intro.md", "methods.md", "_static", "_ext")
@@ -39,67 +41,6 @@ LOG_TAIL_LINES = 40
 
 class BookBuildError(RuntimeError):
     """The Jupyter Book build failed (a warning in strict mode, or a remote resource left in the output)."""
-
-
-@dataclass(frozen=True)
-class StudyResults:
-    directory: Path
-    result: dict
-
-
-# ---------------------------------------------------------------------------- reading results
-
-
-def result_files(root: Path):
-    """(directory, path, parsed JSON or None, Problem or None) for each ``root/<name>/result.json``."""
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        path = sub / "result.json"
-        if not path.exists():
-            continue
-        try:
-            yield sub, path, json.loads(path.read_text(encoding="utf-8")), None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            yield sub, path, None, problem(f"not valid JSON ({err})", file=str(path))
-
-
-def load_results(results_dir: str | Path) -> list[StudyResults]:
-    """Every ``results/<id>/result.json``, checked against the contract, sorted by study id."""
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise InputError(problem("no results directory: run `impact run STUDY` (or `impact demo`) first",
-                                 file=str(root)))
-    found, problems = [], []
-    for sub, path, data, bad in result_files(root):
-        if bad is not None:
-            problems.append(bad)
-            continue
-        try:
-            StudyResult.model_validate(data)
-        except ValidationError as err:
-            for e in err.errors():
-                where = ".".join(str(x) for x in e["loc"]) or "(top level)"
-                kw = {"value": e["input"]} if e["type"] != "missing" and not isinstance(e["input"], (dict, list)) \
-                    else {}
-                problems.append(problem(f"fails the result.json contract (schema version 1): {e['msg']}",
-                                        file=str(path), column=where, **kw))
-            continue
-        if data["study"]["id"] != sub.name:
-            problems.append(problem(f"study id {data['study']['id']!r} does not match its directory {sub.name!r}",
-                                    file=str(path), column="study.id", value=data["study"]["id"]))
-            continue
-        missing = [f"figures/{f}" for f in ("trends.png", "event_study.png", "love_plot.png")
-                   if not (sub / "figures" / f).exists()]
-        if missing:
-            problems.append(problem(f"missing {', '.join(missing)} (rerun `{data['provenance']['command']}`)",
-                                    file=str(sub)))
-            continue
-        found.append(StudyResults(sub, data))
-    if problems:
-        raise InputError(problems, summary=f"cannot build the book from {root}:")
-    if not found:
-        raise InputError(problem("no results/<id>/result.json found: run `impact run STUDY` (or `impact demo`) "
-                                 "first", file=str(root)))
-    return found
 
 
 # ---------------------------------------------------------------------------- the source
@@ -132,11 +73,7 @@ def _toc(chapters: list[str], self_chapters: list[str] = ()) -> str:
 def write_source(studies: list[StudyResults], source: str | Path, static: Path = REPO_BOOK,
                  self_evaluations: list[tuple[Path, dict]] = ()) -> Path:
     """Write the complete Jupyter Book source for these results into ``source`` (replaced)."""
-    from evaluation.report.self_eval_chapter import write_self_evaluation_chapter
 
-    from evaluation.report.chapter import write_chapter
-    from evaluation.report.dictionary import data_dictionary, variance_conventions
-    from evaluation.report.synthesis_chapter import write_synthesis
 
     source = Path(source)
     missing = [item for item in STATIC_ITEMS if not (static / item).exists()]
@@ -167,8 +104,6 @@ def write_source(studies: list[StudyResults], source: str | Path, static: Path =
 
 def verdict_rules() -> str:
     """The rule that turns a study's numbers into its answer (``effects.VERDICT_RULES``), as a table."""
-    from evaluation.effects import VERDICT_RULES
-    from evaluation.report.markdown import escape, table
 
     return "\n".join(["## How a chapter answers its question", "",
                       "The answer in every summary box comes from the unrounded 95% confidence interval of the "
@@ -243,7 +178,6 @@ def build_book(results_dir: str | Path, out_dir: str | Path, source_dir: str | P
     out = Path(out_dir).resolve()
     source = Path(source_dir).resolve() if source_dir is not None else out / "_build" / "source"
     say(f"writing the book source for {len(studies)} studies to {source}")
-    from evaluation.report.self_eval_chapter import load_self_evaluations
 
     write_source(studies, source, self_evaluations=load_self_evaluations(results_dir))
     for stale in (out / "_build" / "html", out / "_build" / ".doctrees", out / "_build" / "jupyter_execute"):

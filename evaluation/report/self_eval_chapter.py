@@ -10,34 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from evaluation.errors import InputError, problem
 from evaluation.report.markdown import escape, num, pvalue
 
-REQUIRED = ("kind", "name", "outcome", "joined", "schools", "comparison", "estimates", "randomisation",
-            "by_school", "effect_size")
 FIGURES = ("gaps.png", "schools.png")
-
-
-def load_self_evaluations(results_dir: str | Path) -> list[tuple[Path, dict]]:
-    """Every results/self-evaluations/<name>/result.json (none is fine)."""
-    root = Path(results_dir) / "self-evaluations"
-    if not root.is_dir():
-        return []
-    from evaluation.report.book import result_files
-
-    found = []
-    for sub, path, data, bad in result_files(root):
-        if bad is not None:
-            raise InputError(bad)
-        missing = [k for k in REQUIRED if k not in data]
-        if missing or data.get("kind") != "self_evaluation":
-            raise InputError(problem(f"not a self-evaluation result (missing {', '.join(missing) or 'kind'}): "
-                                     "rerun `impact self-evaluate`", file=str(path)))
-        for name in FIGURES:
-            if not (sub / "figures" / name).exists():
-                raise InputError(problem(f"missing figures/{name}: rerun `impact self-evaluate`", file=str(sub)))
-        found.append((sub, data))
-    return found
 
 
 def _months(m: int) -> str:

@@ -10,6 +10,7 @@ to treat).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,6 @@ from evaluation.study import CONTEXT_COVARIATES, Study
 @dataclass
 class StudyData:
     """The store's tables as a study needs them (typed, as ``Store.read_table`` gives them)."""
-
     schools: pd.DataFrame
     partnerships: pd.DataFrame
     memberships: pd.DataFrame
@@ -39,7 +39,6 @@ class StudyData:
 @dataclass
 class Cohort:
     """Treated schools (one row each) and the comparison pool."""
-
     treated: pd.DataFrame  # urn, g, partnership_id, partnership_type, role, joined, region, la_code
     pool: pd.DataFrame  # urn, own_g (first exposure to the studied types, NaN if never), region, la_code
     notes: list[str] = field(default_factory=list)
@@ -178,3 +177,13 @@ def matching_frame(study: Study, data: StudyData, cohort: Cohort, g: int) -> tup
     frame["la_code"] = frame["la_code"].astype("int64")
     frame["region"] = frame["region"].astype(str)
     return frame, counts
+
+
+def data_fingerprint(data: StudyData) -> str:
+    """SHA-256 over the canonical CSV text of the tables the study read."""
+    digest = hashlib.sha256()
+    for name in ("schools", "partnerships", "memberships", "school_years"):
+        frame = getattr(data, name)
+        digest.update(name.encode() + b"\n")
+        digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
+    return digest.hexdigest()

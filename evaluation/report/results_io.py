@@ -1,0 +1,97 @@
+"""Reading what the compute step wrote: ``results/<id>/result.json`` for studies and
+``results/self-evaluations/<name>/result.json`` for self-evaluations, each checked against its
+contract before the book formats it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from evaluation.errors import InputError, problem
+from evaluation.result_schema import StudyResult
+
+SELF_EVALUATION_REQUIRED = ("kind", "name", "outcome", "joined", "schools", "comparison", "estimates",
+                            "randomisation", "by_school", "effect_size")
+SELF_EVALUATION_FIGURES = ("gaps.png", "schools.png")
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    directory: Path
+    result: dict
+
+
+def result_files(root: Path):
+    """(directory, path, parsed JSON or None, Problem or None) for each ``root/<name>/result.json``."""
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        path = sub / "result.json"
+        if not path.exists():
+            continue
+        try:
+            yield sub, path, json.loads(path.read_text(encoding="utf-8")), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            yield sub, path, None, problem(f"not valid JSON ({err})", file=str(path))
+
+
+def load_results(results_dir: str | Path) -> list[StudyResults]:
+    """Every ``results/<id>/result.json``, checked against the contract, sorted by study id."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise InputError(problem("no results directory: run `impact run STUDY` (or `impact demo`) first",
+                                 file=str(root)))
+    found, problems = [], []
+    for sub, path, data, bad in result_files(root):
+        if bad is not None:
+            problems.append(bad)
+            continue
+        try:
+            StudyResult.model_validate(data)
+        except ValidationError as err:
+            for e in err.errors():
+                where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+                kw = {"value": e["input"]} if e["type"] != "missing" and not isinstance(e["input"], (dict, list)) \
+                    else {}
+                problems.append(problem(f"fails the result.json contract (schema version 1): {e['msg']}",
+                                        file=str(path), column=where, **kw))
+            continue
+        if data["study"]["id"] != sub.name:
+            problems.append(problem(f"study id {data['study']['id']!r} does not match its directory {sub.name!r}",
+                                    file=str(path), column="study.id", value=data["study"]["id"]))
+            continue
+        missing = [f"figures/{f}" for f in ("trends.png", "event_study.png", "love_plot.png")
+                   if not (sub / "figures" / f).exists()]
+        if missing:
+            problems.append(problem(f"missing {', '.join(missing)} (rerun `{data['provenance']['command']}`)",
+                                    file=str(sub)))
+            continue
+        found.append(StudyResults(sub, data))
+    if problems:
+        raise InputError(problems, summary=f"cannot build the book from {root}:")
+    if not found:
+        raise InputError(problem("no results/<id>/result.json found: run `impact run STUDY` (or `impact demo`) "
+                                 "first", file=str(root)))
+    return found
+
+
+
+def load_self_evaluations(results_dir: str | Path) -> list[tuple[Path, dict]]:
+    """Every results/self-evaluations/<name>/result.json (none is fine)."""
+    root = Path(results_dir) / "self-evaluations"
+    if not root.is_dir():
+        return []
+    found = []
+    for sub, path, data, bad in result_files(root):
+        if bad is not None:
+            raise InputError(bad)
+        missing = [k for k in SELF_EVALUATION_REQUIRED if k not in data]
+        if missing or data.get("kind") != "self_evaluation":
+            raise InputError(problem(f"not a self-evaluation result (missing {', '.join(missing) or 'kind'}): "
+                                     "rerun `impact self-evaluate`", file=str(path)))
+        for name in SELF_EVALUATION_FIGURES:
+            if not (sub / "figures" / name).exists():
+                raise InputError(problem(f"missing figures/{name}: rerun `impact self-evaluate`", file=str(sub)))
+        found.append((sub, data))
+    return found

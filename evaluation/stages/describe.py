@@ -1,0 +1,69 @@
+"""Stage: what the matched data look like (outcome trends by event time) and, on synthetic data,
+the effect the generator planted (the truth every estimate is checked against)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from evaluation.stages.cohort import Cohort, StudyData
+from evaluation.stages.match import MatchedCohort
+from evaluation.stages.panel import _lookup, _matched_long
+from evaluation.study import Study
+
+def trends(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
+    """Mean outcome by event time for partnership schools and their matched comparison
+    schools (each comparison school aligned on the joining year of the cohort it matched)."""
+    sy = data.school_years.set_index(["urn", "year"])[study.outcome.name].astype("float64")
+    long = _matched_long(study, matched)
+    long["y"] = _lookup(sy, long["urn"], long["year"])
+    long = long[long["y"].notna()]
+    out = []
+    for (t, e), grp in long.groupby(["treated", "e"], sort=True):
+        out.append({"group": "partnership" if t == 1 else "comparison", "e": int(e),
+                    "mean": float(np.average(grp["y"], weights=grp["w"])), "n_schools": int(len(grp))})
+    return out
+
+
+def synthetic_truth(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame,
+                    matched: list[MatchedCohort]) -> dict | None:
+    """The planted effect of the studied membership on the analysed treated schools
+    (synthetic data only): by event time, and averaged over post-joining school-years
+    within the window (the estimand of the "simple" aggregation)."""
+    if data.truth is None or data.truth.empty:
+        return None
+    lo, hi = study.outcome.window
+    col = f"effect_{study.outcome.name}"
+    treated = cohort.treated[cohort.treated["urn"].isin(panel.loc[panel["cohort"] > 0, "urn"])]
+    t = data.truth.merge(treated[["urn", "partnership_id", "g"]], on=["urn", "partnership_id"])
+    eff = t.set_index(["urn", "year"])[col].groupby(level=[0, 1]).sum()
+    cells = panel[panel["cohort"] > 0][["urn", "year", "cohort"]].copy()
+    cells["e"] = cells["year"] - cells["cohort"]
+    cells = cells[cells["e"].between(lo, hi)]
+    cells["effect"] = [float(eff.get((u, y), 0.0)) for u, y in zip(cells["urn"], cells["year"])]
+    by_e = cells.groupby("e")["effect"].mean()
+    post = cells[cells["e"] >= 0]
+    return {"note": "synthetic data: the effect planted by the generator on the analysed partnership schools",
+            "overall": float(post["effect"].mean()),
+            "event_time": [{"e": int(e), "effect": float(v)} for e, v in by_e.items()],
+            "did_of_all_planted_effects": _did_of_planted(study, data, matched)}
+
+
+def _did_of_planted(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:
+    """What a DiD of the matched schools targets given every planted effect (the studied
+    membership and any other memberships of treated and comparison schools): by event time,
+    the treated schools' change in total planted effect since e = -1 minus the matched
+    comparison schools' (weighted) change over the same years, averaged over cohorts by
+    their numbers of treated schools."""
+    col = f"effect_{study.outcome.name}"
+    total = data.truth.groupby(["urn", "year"])[col].sum()
+    long = _matched_long(study, matched)
+    long["change"] = (_lookup(total, long["urn"], long["year"], 0.0)
+                      - _lookup(total, long["urn"], long["g"] - 1, 0.0))
+    long["tw"] = np.where(long["treated"] == 1, 1.0, long["w"])
+    means = (long.assign(x=long["change"] * long["tw"]).groupby(["g", "e", "treated"])[["x", "tw"]].sum())
+    means = (means["x"] / means["tw"]).unstack("treated")
+    n_treated = long[long["treated"] == 1].groupby(["g", "e"]).size()
+    frame = pd.DataFrame({"did": means[1] - means[0], "n": n_treated}).dropna().reset_index()
+    out = frame.groupby("e").apply(lambda d: np.average(d["did"], weights=d["n"]), include_groups=False)
+    return [{"e": int(e), "effect": float(v)} for e, v in out.items()]

@@ -1,0 +1,157 @@
+"""Stage: diagnostics and sensitivity of the primary estimate, each refitted with the study's one
+specification: pre-trend tests, Goodman-Bacon, HonestDiD, placebo joining dates, few-cluster
+inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from evaluation.diagnostics.honest_did import honest_did
+from evaluation.diagnostics.placebo import placebo_dates
+from evaluation.errors import InputError
+from evaluation.estimators.bacon import bacon_decomposition
+from evaluation.estimators.callaway_santanna import aggte, att_gt
+from evaluation.estimators.results import EstimatorResult
+from evaluation.inference.headline import headline_pretest
+from evaluation.inference.wild_bootstrap import SMALL_CLUSTER_THRESHOLD, att_wild_bootstrap, robust_inference
+from evaluation.numbers import json_value
+from evaluation.spec import EstimationSpec
+from evaluation.stages.cohort import StudyData
+from evaluation.study import Study
+
+def event_study_pretrend(res: EstimatorResult) -> dict | None:
+    """Joint Wald test that all leads (e <= -2) are zero, F with (q, G - 1) df as fixest's wald()."""
+    vcov = getattr(res, "vcov", None)
+    if vcov is None or res.event_time is None:
+        return None
+    leads = [f"e={int(e)}" for e in res.event_time["e"] if e < -1 and f"e={int(e)}" in vcov.index]
+    if not leads:
+        return None
+    b = res.coefficients.loc[leads, "estimate"].to_numpy()
+    V = vcov.loc[leads, leads].to_numpy()
+    q = len(leads)
+    W = float(b @ np.linalg.solve(V, b))
+    df2 = res.variance.df
+    F = W / q
+    p = float(stats.f.sf(F, q, df2)) if df2 else float(stats.chi2.sf(W, q))
+    return {"test": "joint Wald test that all pre-joining coefficients are zero", "statistic": F,
+            "df1": q, "df2": df2, "p_value": p}
+
+
+def sensitivity(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
+                ests: dict[str, EstimatorResult]) -> dict:
+    """HonestDiD bounds, placebo joining dates and, with few clusters, the wild cluster bootstrap,
+    every one refitted with the study's one specification (weights, clustering, window, alpha, seed)."""
+    out: dict = {}
+    hd = honest_did_of_primary(spec, panel, ests)
+    if hd is not None:
+        out["honest_did"] = hd
+    out["placebo_dates"] = placebo_dates(study, data, spec=spec).to_dict()
+    cluster = spec.cluster_column
+    n_clusters = int(panel[cluster].nunique())
+    n_treated = int(panel.loc[panel["cohort"] > 0, cluster].nunique())
+    # few clusters in all, or few treated ones (MacKinnon & Webb 2017), make CRV1 unreliable
+    if min(n_clusters, n_treated) < SMALL_CLUSTER_THRESHOLD:
+        small = {"n_clusters": n_clusters, "n_treated_clusters": n_treated, "threshold": SMALL_CLUSTER_THRESHOLD}
+        treated = panel.assign(D=((panel["cohort"] > 0) & (panel["year"] >= panel["cohort"])).astype(float))
+        # with enough clusters in all but few partnerships, force the bootstrap (its own switch counts all)
+        threshold = SMALL_CLUSTER_THRESHOLD if n_clusters < SMALL_CLUSTER_THRESHOLD else n_clusters + 1
+        small["reason"] = (f"{n_clusters} clusters in all" if n_clusters < SMALL_CLUSTER_THRESHOLD else
+                           f"only {n_treated} treated clusters (partnerships) among {n_clusters}")
+        small["twfe"] = robust_inference(treated, "y ~ D | urn + year", "D", cluster=cluster,
+                                         seed=spec.seed, alpha=spec.alpha, threshold=threshold,
+                                         aweights=spec.weights_for(panel)).to_dict()
+        cs = ests.get("callaway_santanna")
+        if cs is not None and getattr(cs, "source", None) is not None:
+            small["callaway_santanna"] = att_wild_bootstrap(cs.source, "simple", max_e=spec.window[1],
+                                                            seed=spec.seed, alpha=spec.alpha).to_dict()
+        out["small_cluster_inference"] = small
+    return out
+
+
+def honest_did_of_primary(spec: EstimationSpec, panel: pd.DataFrame, ests: dict[str, EstimatorResult]) -> dict | None:
+    """Rambachan & Roth (2023) bounds on the primary estimator's event study (effect at e = 0).
+
+    Callaway-Sant'Anna: its event study with a universal base period (e = -1), as HonestDiD's
+    ``honest_did.AGGTEobj`` requires, same weights and clustering (the post-joining ATT(g,t) are
+    those of the headline fit); other primaries: the TWFE event study, and the result says so."""
+    lo, hi = spec.window
+    if spec.primary == "callaway_santanna":
+        gt = att_gt(panel, control=spec.control_group, base_period="universal", alpha=spec.alpha,
+                    **spec.estimator_kwargs(panel))
+        es = aggte(gt, "dynamic", min_e=lo, max_e=hi)
+        source, unit_cluster = "callaway_santanna", gt.unit_cluster
+        rows = es.event_time
+        note = ("Callaway & Sant'Anna event study with a universal base period (e = -1), the primary "
+                "estimator's weights and clustering")
+    else:
+        es = ests.get("event_study")
+        if es is None:
+            return None
+        source, unit_cluster, rows = "event_study", None, es.event_time
+        note = (f"the primary estimator ({spec.primary}) has no event-study covariance HonestDiD can use: "
+                "bounds are for the TWFE event study")
+    if rows is None or not (rows["e"] < -1).any() or not (rows["e"] == 0).any():
+        return None
+    se0 = float(rows.loc[rows["e"] == 0, "se"].iloc[0])
+    # smoothness bounds M in outcome units, on a grid scaled by the first post-period SE
+    hd = honest_did(es, m=tuple(round(k * se0, 10) for k in (0, 0.25, 0.5, 1.0)), alpha=spec.alpha,
+                    breakdown=False, unit_cluster=unit_cluster)
+    return {**hd.to_dict(), "estimator": source, "target": "the effect in the first year after joining (e = 0)",
+            "note": note}
+
+
+def _bacon(panel: pd.DataFrame) -> dict | None:
+    """Goodman-Bacon decomposition of the static TWFE on the balanced part of the panel."""
+    years = panel["year"].nunique()
+    complete = panel.groupby("urn")["year"].transform("size") == years
+    sub = panel[complete]
+    if sub["urn"].nunique() < 3 or (sub["cohort"] > 0).sum() == 0:
+        return None
+    try:
+        res = bacon_decomposition(sub, y="y", unit="urn", time="year", cohort="cohort")
+    except InputError as err:
+        return {"note": f"not computed: {err.render()}"}
+    by = res.by_type()
+    return {"note": f"static TWFE on the {sub['urn'].nunique()} schools observed in every year",
+            "twfe": float(res.twfe), "by_type": [{k: json_value(v) for k, v in r.items()} for r in by.reset_index().to_dict("records")]}
+
+
+def balance_summary(bal: pd.DataFrame, threshold: float) -> dict:
+    """The largest standardised mean difference after matching and the covariates above the threshold."""
+    return {"max_abs_smd_after": float(bal["smd_after"].abs().max()), "threshold": threshold,
+            "covariates_above_threshold": [str(c) for c in bal.index[bal["smd_after"].abs() > threshold]]}
+
+
+def pretrend_tests(spec: EstimationSpec, ests: dict[str, EstimatorResult]) -> dict:
+    """Every estimator's test of no pre-joining effects; the calibrated one for the verdict."""
+    out: dict = {}
+    if "event_study" in ests:
+        out["event_study"] = event_study_pretrend(ests["event_study"])
+    if "callaway_santanna" in ests:
+        cs = ests["callaway_santanna"]
+        wald = cs.details.get("pretest")
+        if wald:
+            out["callaway_santanna_wald"] = {
+                **wald, "test": "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test, clustered)",
+                "not_for_verdict": "with few partnerships per cohort it rejects true parallel trends far too often "
+                                   "(benchmarks/coverage_table.md: 17% at 100 partnerships, 62% at 30)"}
+        calibrated = headline_pretest(cs.source, seed=spec.seed) if cs.source is not None else None
+        if calibrated:
+            out["callaway_santanna"] = {
+                "test": calibrated["test"], "t": calibrated["statistic"], "df": calibrated["df"],
+                "p_value": calibrated["p_value"], "reason": calibrated.get("reason")}
+    if "imputation" in ests:
+        out["imputation"] = ests["imputation"].details.get("pretrend_test")
+    return out
+
+
+def diagnose(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
+             ests: dict[str, EstimatorResult], bal: pd.DataFrame, smd_threshold: float) -> dict:
+    """The diagnostics block of result.json."""
+    diagnostics = {"pretrend": pretrend_tests(spec, ests), "balance": balance_summary(bal, smd_threshold)}
+    diagnostics["bacon"] = _bacon(panel)
+    diagnostics.update(sensitivity(study, spec, data, panel, ests))
+    return diagnostics
