@@ -9,6 +9,7 @@ happen at the edges (``evaluation.report``, ``evaluation.cli``). The returned
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +21,7 @@ from evaluation.data.schema import load_schema
 from evaluation.effects import verdict
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult
+from evaluation.executors import single_threaded_blas
 from evaluation.numbers import json_value
 from evaluation.spec import build_spec
 from evaluation.stages.cohort import Cohort, StudyData, build_cohort, data_fingerprint
@@ -47,8 +49,15 @@ class StudyRun:
     schools: pd.DataFrame | None = None  # analysed schools: urn, name, group, easting, northing, la_code, region
 
 
-def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda m: None) -> StudyRun:
-    """The whole study, from tables to the result.json content."""
+def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda m: None,
+              executor: Executor | None = None) -> StudyRun:
+    """The whole study, from tables to the result.json content; ``executor`` runs its independent
+    refits (placebo dates) and never changes a number (one BLAS thread: ``evaluation.executors``)."""
+    with single_threaded_blas():
+        return _run_study(study, data, say, executor)
+
+
+def _run_study(study: Study, data: StudyData, say: Callable[[str], None], executor: Executor | None) -> StudyRun:
     say("[1/6] building the cohort and comparison pool")
     cohort = build_cohort(study, data)
     say(f"  {len(cohort.treated)} partnership schools in cohorts {cohort.cohorts}; pool of {len(cohort.pool)}")
@@ -65,7 +74,7 @@ def run_study(study: Study, data: StudyData, say: Callable[[str], None] = lambda
     ests = run_estimators(spec, panel, say, not_computed)
     say("[4/6] diagnostics, sensitivity, placebo dates")
     primary = ests[spec.primary]
-    diagnostics = diagnose(study, spec, data, panel, ests, bal, SMD_THRESHOLD)
+    diagnostics = diagnose(study, spec, data, panel, ests, bal, SMD_THRESHOLD, executor)
     say("[5/6] power")
     power = planned_power(study, data)
     say("[6/6] assembling the result")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from evaluation.cli.output import emit_json
+from evaluation.cli.output import add_executor_options, emit_json
 
 DEFAULT_OUT = "book"  # the HTML lands in book/_build/html (git-ignored), the source in book/_build/source
 
@@ -36,6 +37,7 @@ def register(sub) -> None:
     demo.add_argument("--seed", type=int, default=2024, help="seed of the synthetic panel (default 2024)")
     demo.add_argument("--studies", default="studies", help="directory of study definitions (default studies/)")
     demo.add_argument("--json", action="store_true", help="print {index, studies, seconds} as JSON")
+    add_executor_options(demo)
     demo.set_defaults(handler=_demo)
 
 
@@ -72,11 +74,11 @@ def _build(args) -> int:
 
 def _demo(args) -> int:
     from evaluation.data.national import synthesize
-    from evaluation.data.panels import load_study_data
+    from evaluation.cli.study_cmd import open_executor
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
-    from evaluation.pipeline import run_study
     from evaluation.report.outputs import write_results
+    from evaluation.runner import run_studies
     from evaluation.study import load_study
 
     t0 = time.perf_counter()
@@ -89,11 +91,11 @@ def _demo(args) -> int:
     say(f"[demo 1/3] synthesizing the national panel (seed {args.seed}) into {store.path}")
     synthesize(store, seed=args.seed, progress=lambda m: say("  " + m))
     say(f"[demo 2/3] running {len(studies)} studies into {args.results}/")
-    for study in studies:
-        say(f"  {study.id}")
-        data = load_study_data(store, study)
-        path = write_results(run_study(study, data), args.results)
-        say(f"    -> {path}/result.json")
+    with ExitStack() as stack:
+        runs = run_studies(studies, store, executor=open_executor(stack, args),
+                           say=lambda m: None if m.startswith(" ") else say("  " + m))
+    for run in runs:
+        say(f"  {run.result['study']['id']} -> {write_results(run, args.results)}/result.json")
     from evaluation.cli.self_eval_cmd import load_all
     from evaluation.report.outputs import write_self_evaluation
     from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership, \

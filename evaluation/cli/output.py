@@ -46,3 +46,25 @@ def dumps(obj) -> str:
 
 def emit_json(obj, stream=None) -> None:
     (stream or sys.stdout).write(dumps(obj))
+
+
+def add_executor_options(parser) -> None:
+    """``--workers N`` (a local process pool) or ``--scheduler ADDRESS`` (a Dask cluster)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="run independent tasks on N local processes (default: serially in this process)")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run independent tasks on the Dask distributed cluster at ADDRESS "
+                            "(for example tcp://10.0.0.5:8786); results are identical to a serial run")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of workers, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 worker, got {value}")
+    return value

@@ -4,6 +4,8 @@ inference."""
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -41,14 +43,14 @@ def event_study_pretrend(res: EstimatorResult) -> dict | None:
 
 
 def sensitivity(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
-                ests: dict[str, EstimatorResult]) -> dict:
+                ests: dict[str, EstimatorResult], executor: Executor | None = None) -> dict:
     """HonestDiD bounds, placebo joining dates and, with few clusters, the wild cluster bootstrap,
     every one refitted with the study's one specification (weights, clustering, window, alpha, seed)."""
     out: dict = {}
     hd = honest_did_of_primary(spec, panel, ests)
     if hd is not None:
         out["honest_did"] = hd
-    out["placebo_dates"] = placebo_dates(study, data, spec=spec).to_dict()
+    out["placebo_dates"] = placebo_dates(study, data, spec=spec, executor=executor).to_dict()
     cluster = spec.cluster_column
     n_clusters = int(panel[cluster].nunique())
     n_treated = int(panel.loc[panel["cohort"] > 0, cluster].nunique())
@@ -149,9 +151,10 @@ def pretrend_tests(spec: EstimationSpec, ests: dict[str, EstimatorResult]) -> di
 
 
 def diagnose(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
-             ests: dict[str, EstimatorResult], bal: pd.DataFrame, smd_threshold: float) -> dict:
+             ests: dict[str, EstimatorResult], bal: pd.DataFrame, smd_threshold: float,
+             executor: Executor | None = None) -> dict:
     """The diagnostics block of result.json."""
     diagnostics = {"pretrend": pretrend_tests(spec, ests), "balance": balance_summary(bal, smd_threshold)}
     diagnostics["bacon"] = _bacon(panel)
-    diagnostics.update(sensitivity(study, spec, data, panel, ests))
+    diagnostics.update(sensitivity(study, spec, data, panel, ests, executor))
     return diagnostics
