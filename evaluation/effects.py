@@ -75,7 +75,7 @@ def _primary(result: dict) -> dict:
 headline = _primary
 
 
-def _hedges_j(result: dict) -> float:
+def hedges_j(result: dict) -> float:
     c = result["counts"]
     n = c["treated_analysed"] + c["comparison_matched"]
     return 1 - 3 / (4 * n - 9) if n > 3 else 1.0
@@ -121,7 +121,7 @@ def effect_size(result: dict) -> EffectSize:
                           NO_PUPIL_SD.format(sd=f"{sd:.3g}" if sd else "unknown",
                                              unit="the outcome's own units (" + unit + ")"))
     sd, label = float(es["pupil_sd"]), es["pupil_sd_source"]
-    j = _hedges_j(result)
+    j = hedges_j(result)
     g = j * est["estimate"] / sd
     lo, hi = j * est["ci_low"] / sd, j * est["ci_high"] / sd
     return EffectSize(g, lo, hi, j * est["se"] / sd, sd, label, months_progress(g),
@@ -186,7 +186,7 @@ def _in_units(result: dict, x: float) -> str:
     text = f"{_signed(x)} {unit}"
     es = effect_size(result)
     if es.sd is not None:
-        text += f", effect size {_signed(_hedges_j(result) * x / es.sd)}"
+        text += f", effect size {_signed(hedges_j(result) * x / es.sd)}"
     return text
 
 
@@ -200,12 +200,13 @@ def _p(p: float) -> str:
 
 
 def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
-    """The primary estimator's joint pre-trend test (the TWFE event study's when it has none)."""
+    """The pre-trend test the result flags ``for_verdict`` (the primary estimator's, else the TWFE
+    event study's: ``stages.diagnose.pretrend_tests``)."""
     tests = (result.get("diagnostics") or {}).get("pretrend") or {}
-    name = result["primary_estimator"] if tests.get(result["primary_estimator"]) else "event_study"
-    t = tests.get(name)
-    if not t or t.get("p_value") is None:
+    name = next((n for n, t in tests.items() if t and t.get("for_verdict")), None)
+    if name is None:
         return Check("pretrend", None, "no pre-trend test was computed")
+    t = tests[name]
     rows = (result.get("event_study") or {}).get(name) or []
     pre = [r for r in rows if r["e"] < -1]
     worst = max(pre, key=lambda r: abs(r["estimate"])) if pre else None
@@ -279,7 +280,7 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {"answer": self.answer, "lead": self.lead, "rule": self.rule,
-                "checks": [{"name": c.name, "failed": c.failed, "kind": c.kind, "detail": c.detail}
+                "checks": [{"name": c.name, "title": c.title, "failed": c.failed, "kind": c.kind, "detail": c.detail}
                            for c in self.checks]}
 
 

@@ -18,11 +18,12 @@ import pandas as pd
 
 from evaluation import __version__
 from evaluation.data.schema import load_schema
-from evaluation.effects import verdict
+from evaluation.effects import plain_summary, verdict
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult
 from evaluation.executors import single_threaded_blas
 from evaluation.numbers import json_value
+from evaluation.result_schema import RESULT_SCHEMA_VERSION, StudyResult
 from evaluation.spec import build_spec
 from evaluation.stages.cohort import Cohort, StudyData, build_cohort, data_fingerprint
 from evaluation.stages.describe import synthetic_truth, trends
@@ -35,7 +36,6 @@ from evaluation.stages.panel import analysis_panel
 from evaluation.stages.power import planned_power
 from evaluation.study import Study
 
-RESULT_SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -98,7 +98,7 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
     }
     outcome_spec = load_schema("school_years").column(study.outcome.name)
     result = {
-        "schema_version": RESULT_SCHEMA_VERSION,
+        "schema_version": RESULT_SCHEMA_VERSION, "kind": "study",
         "study": {"id": study.id, "title": study.title, "question": study.question,
                   "definition": study.model_dump(mode="json")},
         "provenance": {"spec_hash": study.spec_hash, "data_fingerprint": data_fingerprint(data),
@@ -129,6 +129,8 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
     }
     result["effects"] = effects_block(result)
     result["verdict"] = verdict(result).to_dict()
+    result["summary"] = plain_summary(result)
+    StudyResult.model_validate(result)  # the contract holds as the result is built, not only when read
     units = panel.drop_duplicates("urn")[["urn", "cohort"]]
     schools = units.merge(data.schools[["urn", "name", "easting", "northing", "la_code", "region"]], on="urn")
     schools.insert(1, "group", np.where(schools.pop("cohort") > 0, "partnership", "comparison"))

@@ -1,17 +1,26 @@
-"""The result.json contract (schema version 2), as a pydantic model.
+"""The result.json contracts (schema version 3): one pydantic model per kind of result.
 
-Version 2 (migration from 1): adds ``headline`` (the primary estimate with the interval the
-calibration table supports, the method and why), ``clustering`` (the primary estimate under each
-clustering, the headline named), ``effects`` (g in pupil-level SDs or the reason it is withheld, months,
-padlocks with reasons, MDES) and ``verdict`` (answer, the rule that produced it and every
-design check); pre-trend tests of Callaway-Sant'Anna carry their clustering; estimators'
-variance ``cluster`` names the panel's clustering column (``cluster_partnership``,
-``cluster_matched_set`` or ``cluster_school``). Version-1 files lack the three blocks: re-run
-the study to get them.
+Kinds (the ``kind`` field): ``study`` (``impact run``: :class:`StudyResult`),
+``self_evaluation`` (``impact self-evaluate``: :class:`SelfEvaluationResult`) and ``estimate``
+(``impact estimate --json``: :class:`EstimateResult`). Each is validated when it is built (the
+pipeline, the self-evaluation and the estimate command call ``model_validate`` before
+returning) and again when the book reads it.
 
-``data_schemas/result.schema.json`` is generated from this model
-(``python -m evaluation.result_schema > data_schemas/result.schema.json``) and a test
-keeps the two in step. The book and other tools read result.json through this contract.
+Migration 2 -> 3 (studies): adds ``kind = "study"`` and ``summary`` (question, answer,
+caveat: the words of the book's summary box, built with the numbers); every pre-trend test in
+``diagnostics.pretrend`` has one shape (:class:`PretrendTest`: ``statistic``,
+``distribution`` F / t / chi2, ``df`` list, ``p_value``, ``for_verdict``, ``note``,
+``not_for_verdict``) where version 2 had three (``statistic``/``df1``/``df2``; ``t``/``df``;
+``W``/``df``; imputation's ``F``); the test the verdict uses is flagged instead of being
+re-derived by each reader. Self-evaluation results (version 1 had no contract) gain
+``schema_version = 3``. Numbers are unchanged. Older files fail validation with a message
+naming the version: re-run the study (``impact run``) to upgrade them.
+
+Migration 1 -> 2: adds ``headline``, ``clustering``, ``effects`` and ``verdict``.
+
+``data_schemas/result.schema.json`` is generated from these models
+(``python -m evaluation.result_schema > data_schemas/result.schema.json``) and a test keeps the
+two in step. The book and other tools read result.json through this contract.
 """
 
 from __future__ import annotations
@@ -19,7 +28,12 @@ from __future__ import annotations
 import json
 import sys
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+RESULT_SCHEMA_VERSION = 3
+MULTIVERSE_SCHEMA_VERSION = 1  # results/<id>.multiverse/multiverse.json (evaluation.multiverse)
 
 
 class _Open(BaseModel):
@@ -202,10 +216,57 @@ class Headline(_Open):
     description: str
 
 
+class Disclosure(_Open):
+    """What disclosure control (``evaluation.publish.disclosure``) left out of this file and why:
+    the threshold (ONS SRS default 10 schools; lowered only with a reason), every suppressed item
+    (``table``, ``key``, ``rule``: primary / secondary, ``reason``, ``what``) and what was knowingly
+    left in (``not_suppressed``)."""
+
+    threshold: int
+    default_threshold: int
+    lowered: bool
+    reason: str | None
+    unit: str
+    rule: str
+    suppressed: list[dict]
+    not_suppressed: list[dict] = []
+
+
+class PretrendTest(_Open):
+    """A test that the effects before joining are all zero, in the one shape every estimator uses."""
+
+    test: str
+    statistic: float
+    distribution: Literal["F", "t", "chi2"]
+    df: list[float | None]  # [df1, df2] for F (df2 None: infinite), [df] for t and chi2
+    p_value: float
+    for_verdict: bool  # the one test the verdict reads
+    note: str | None = None
+    not_for_verdict: str | None = None  # why this test is never used for the answer
+
+
+class Diagnostics(_Open):
+    pretrend: dict[str, PretrendTest | None]
+    balance: dict
+    bacon: dict | None = None
+    placebo_dates: dict | None = None
+    honest_did: dict | None = None
+    small_cluster_inference: dict | None = None
+
+
+class Summary(_Open):
+    """The summary box in words (``effects.plain_summary``), built with the numbers."""
+
+    question: str
+    answer: str
+    caveat: str
+
+
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
-    schema_version: int
+    schema_version: Literal[3]
+    kind: Literal["study"]
     study: StudyInfo
     provenance: Provenance
     outcome: OutcomeInfo
@@ -215,7 +276,7 @@ class StudyResult(_Open):
     estimates: dict[str, EstimateEntry]
     estimators_not_computed: dict[str, str] = {}
     event_study: dict[str, list[EventRow]]
-    diagnostics: dict
+    diagnostics: Diagnostics
     trends: list[TrendRow]
     effect_size: EffectSize
     synthetic_truth: dict | None
@@ -224,10 +285,65 @@ class StudyResult(_Open):
     headline: Headline
     effects: Effects
     verdict: Verdict
+    summary: Summary
+    disclosure: Disclosure | None = None
+
+
+class SelfEvaluationSchool(_Open):
+    urn: int
+    name: str
+    first_exposed_year: int
+    analysed: bool
+
+
+class SelfEvaluationResult(_Open):
+    """One partnership against families of similar schools (``impact self-evaluate``)."""
+
+    schema_version: Literal[3]
+    kind: Literal["self_evaluation"]
+    name: str
+    title: str
+    outcome: dict
+    joined: int
+    years: list[int]
+    phase: str
+    schools: list[SelfEvaluationSchool]
+    notes: list[str]
+    comparison: dict
+    estimates: dict[str, dict]
+    randomisation: dict
+    by_school: list[dict]
+    effect_size: dict
+    provenance: dict
+
+
+class EstimateResult(_Open):
+    """``impact estimate --json``: one estimator on a user's panel."""
+
+    schema_version: Literal[3]
+    kind: Literal["estimate"]
+    estimator: str
+    description: str
+    data: str
+    overall: dict | None
+    group_time: list[dict] | None
+    event_time: list[dict] | None
+    n_obs: int
+    n_units: int
+    n_clusters: int | None
+    variance: dict
+    variance_convention: str
+    notes: list[str]
+
+
+AnyResult = Annotated[Union[StudyResult, SelfEvaluationResult, EstimateResult], Field(discriminator="kind")]
 
 
 def json_schema() -> str:
-    return json.dumps(StudyResult.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    schema = TypeAdapter(AnyResult).json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "title": f"partnership-impact result.json (schema version {RESULT_SCHEMA_VERSION})", **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover

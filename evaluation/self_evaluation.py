@@ -35,6 +35,7 @@ from evaluation.data.calendar import first_exposed_year
 from evaluation.data.schema import load_schema
 from evaluation.effects import months_progress
 from evaluation.errors import InputError, problem
+from evaluation.result_schema import RESULT_SCHEMA_VERSION, SelfEvaluationResult
 from evaluation.stages.effects import pupil_level_sd
 from evaluation.study import CONTEXT_COVARIATES
 
@@ -229,8 +230,8 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
         scale, scale_label, g, mdes = None, "", None, None
         withheld = (f"no pupil-level SD of {outcome} is known, so no effect size or months' progress is given "
                     f"(the between-school SD, {sd:.3g}, would overstate them); results are in the outcome's units")
-    return {
-        "schema_version": 1, "kind": "self_evaluation", "name": spec.name, "title": spec.title or spec.name,
+    result = {
+        "schema_version": RESULT_SCHEMA_VERSION, "kind": "self_evaluation", "name": spec.name, "title": spec.title or spec.name,
         "outcome": {"name": outcome, "description": col.description, "unit": col.unit},
         "joined": g0, "years": [g0 - pre, g0 + post], "phase": phase,
         "schools": [{"urn": int(r.urn), "name": str(r.name), "first_exposed_year": int(r.g),
@@ -254,3 +255,5 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
                         "mdes_rule": f"{MDES_MULTIPLIER:.2f} x the placebo SE of the synthetic-DiD estimate"},
         "provenance": {"package_version": __version__, "seed": spec.seed},
     }
+    SelfEvaluationResult.model_validate(result)  # the contract holds as the result is built
+    return result

@@ -152,6 +152,29 @@ class InferenceSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
 
+#: ONS Secure Research Service output rule: no count or statistic from fewer than 10 units.
+DISCLOSURE_DEFAULT_THRESHOLD = 10
+
+
+class DisclosureSpec(_Strict):
+    """Disclosure control of what is published (``evaluation.publish.disclosure``): no count or
+    statistic from fewer than ``threshold`` schools. The default is the ONS Secure Research
+    Service rule (10 units); a lower threshold needs ``reason``, which the chapter prints."""
+
+    reason: str | None = None  # declared first so that the threshold's check can see it
+    threshold: int = Field(default=DISCLOSURE_DEFAULT_THRESHOLD, ge=1)
+
+    @field_validator("threshold")
+    @classmethod
+    def _lowered_needs_reason(cls, v, info):
+        reason = info.data.get("reason")
+        if v < DISCLOSURE_DEFAULT_THRESHOLD and not (reason and reason.strip()):
+            raise ValueError(f"threshold {v} is below the ONS Secure Research Service default of "
+                             f"{DISCLOSURE_DEFAULT_THRESHOLD} schools: say why in [disclosure] reason = \"...\" "
+                             "(the chapter prints it), or remove the threshold to use the default")
+        return v
+
+
 class Study(_Strict):
     id: str
     title: str
@@ -162,6 +185,7 @@ class Study(_Strict):
     matching: MatchingSpec = MatchingSpec()
     estimators: EstimatorsSpec = EstimatorsSpec()
     inference: InferenceSpec = InferenceSpec()
+    disclosure: DisclosureSpec = DisclosureSpec()
 
     @field_validator("id")
     @classmethod

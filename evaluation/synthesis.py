@@ -33,7 +33,6 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import brentq
 
-from evaluation.effects import effect_size, security_rating
 
 FORMAL_TYPES = {"multi_academy_trust", "federation_hard", "umbrella_trust"}
 
@@ -71,19 +70,19 @@ METHOD = "random effects, Paule-Mandel tau^2, Knapp-Hartung (t with k-1 df) inte
 
 def poolable(results: list[dict]) -> list[dict]:
     """Studies with an effect size in pupil-level SDs (others are in their own units: not pooled)."""
-    return [r for r in results if effect_size(r).g is not None]
+    return [r for r in results if r["effects"]["g"] is not None]
 
 
 def study_rows(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in poolable(results):
-        es = effect_size(r)
+        es = r["effects"]
         cohort = r["study"]["definition"]["cohort"]
         types = cohort["partnership_types"]
         rows.append({"id": r["study"]["id"], "title": r["study"]["title"], "partnership_type": "/".join(types),
-                     "formal": all(t in FORMAL_TYPES for t in types), "g": es.g, "se": es.se,
-                     "ci_low": es.ci_low, "ci_high": es.ci_high, "months": es.months,
-                     "padlocks": security_rating(r).padlocks})
+                     "formal": all(t in FORMAL_TYPES for t in types), "g": es["g"], "se": es["g_se"],
+                     "ci_low": es["g_ci"][0], "ci_high": es["g_ci"][1], "months": es["months"],
+                     "padlocks": es["padlocks"]})
     return pd.DataFrame(rows)
 
 

@@ -39,7 +39,7 @@ def make_result(estimate=1.0, se=0.25, sd=10.0, treated=100, comparison=200, att
         "effect_size": {"sd": sd, "sd_definition": "between-school SD", "pupil_sd": pupil_sd,
                         "pupil_sd_source": "pupil SD" if pupil_sd else None},
         "counts": {"treated_analysed": treated, "comparison_matched": comparison, "attrition": attrition},
-        "diagnostics": {"pretrend": {"event_study": {"p_value": pre_p}}, "balance": {"max_abs_smd_after": smd}},
+        "diagnostics": {"pretrend": {"event_study": {"p_value": pre_p, "for_verdict": True}}, "balance": {"max_abs_smd_after": smd}},
         "outcome": {"description": "Average Attainment 8 score per pupil (ATT8SCR).", "unit": "points"},
         "study": {"question": "Did it work?"},
     }
@@ -174,3 +174,14 @@ def test_failed_placebo_dates_lose_a_padlock():
     # Bonferroni over the dates: p = 0.03 with two dates (threshold 0.025) is not a failure
     r["diagnostics"]["placebo_dates"]["placebos"][0]["p"] = 0.03
     assert security_rating(r).padlocks == 4
+
+
+def with_blocks(r: dict) -> dict:
+    """``r`` with the blocks the pipeline stores for the book (effects, verdict, summary)."""
+    from evaluation.effects import plain_summary, verdict
+    from evaluation.stages.effects import effects_block
+
+    r["effects"] = effects_block(r)
+    r["verdict"] = verdict(r).to_dict()
+    r["summary"] = plain_summary(r)
+    return r

@@ -12,7 +12,7 @@ from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
 
 from evaluation.synthesis import forest_plot, meta_analysis, pool
-from tests.test_effects import make_result
+from tests.test_effects import make_result, with_blocks
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,7 +24,7 @@ def results_with(estimates, ses, types=None):
         t = (types or ["multi_academy_trust"] * len(estimates))[i]
         r["study"] = {"id": f"s{i}", "title": f"Study {i}", "question": "?",
                       "definition": {"cohort": {"partnership_types": [t]}}}
-        out.append(r)
+        out.append(with_blocks(r))
     return out
 
 
@@ -229,6 +229,7 @@ def test_studies_without_a_pupil_sd_are_not_pooled(tmp_path):
     results = results_with([0.05, 0.35, 0.1], [0.05, 0.06, 0.04])
     results[2]["effect_size"]["pupil_sd"] = None
     results[2]["effect_size"]["pupil_sd_source"] = None
+    with_blocks(results[2])  # the pipeline derives the stored blocks from the numbers
     m = meta_analysis(results)
     assert m.k == 2 and list(m.table["id"]) == ["s0", "s1"]
     text = write_synthesis(results, tmp_path).read_text()

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "evaluation.cli.estimate_cmd",
     "evaluation.cli.book_cmd",
     "evaluation.cli.power_cmd",
+    "evaluation.cli.multiverse_cmd",
 ]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.cli.output import emit_json
+from evaluation.result_schema import RESULT_SCHEMA_VERSION, EstimateResult
 from evaluation.cli.regress_cmd import read_table
 from evaluation.errors import InputError, problem
 from evaluation.estimators.fixed_effects import missing_column, numeric_column
@@ -141,6 +142,7 @@ def _rows(frame: pd.DataFrame | None, keys: list[str]) -> list[dict]:
 def payload(res: EstimatorResult, args) -> dict:
     """The JSON document: headline, group-time and event-time rows, sample sizes, variance."""
     out = {
+        "schema_version": RESULT_SCHEMA_VERSION, "kind": "estimate",
         "estimator": args.estimator,
         "description": res.estimator,
         "data": str(args.data),
@@ -159,6 +161,7 @@ def payload(res: EstimatorResult, args) -> dict:
                     "aggregation_rows": _rows(res.egt, ["egt"]),
                     "pretest": res.details.get("pretest"),
                     "bootstrap": {"draws": args.bootstrap, "seed": args.seed}})
+    EstimateResult.model_validate(out)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -87,11 +88,13 @@ def _run(args) -> int:
     with ExitStack() as stack:
         runs = run_studies(studies, store, executor=open_executor(stack, args), say=say)
     paths = [write_results(run, args.results) for run in runs]
+    # what was published (after disclosure control), not the uncontrolled run
+    published = [json.loads((path / "result.json").read_text(encoding="utf-8")) for path in paths]
     if args.json:
-        emit_json(runs[0].result if len(runs) == 1 else [run.result for run in runs])
+        emit_json(published[0] if len(published) == 1 else published)
         return 0
-    for run, path in zip(runs, paths):
-        _summary(run.result, path)
+    for result, path in zip(published, paths):
+        _summary(result, path)
     return 0
 
 

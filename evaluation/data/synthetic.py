@@ -510,7 +510,7 @@ def generate(seed: int = 2024, n_schools: int = DEFAULT_SCHOOLS, covid_gap: bool
 
 def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataFrame) -> SyntheticPanel:
     rng = b.rng
-    n, n_y = b.n, len(YEARS)
+    n = b.n
     col = YEARS - 2008  # columns of u/q0/grade for 2010..2024
     q0 = b.q0[:, col]
     alive = (YEARS[None, :] >= b.first_year[:, None]) & (YEARS[None, :] <= b.last_year[:, None])

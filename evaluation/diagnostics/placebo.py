@@ -76,7 +76,7 @@ class PlaceboResult:
                 "placebos": [{**asdict(p), "z": p.z} for p in self.placebos]}
 
 
-def _pre_years_needed(study: Study) -> int:
+def pre_years_needed(study: Study) -> int:
     """Pre-years the matching covariates need (pre_y3 needs 3, trends 2) and the study's minimum."""
     need = study.cohort.min_pre_years
     for c in study.matching.covariates:
@@ -100,7 +100,8 @@ def placebo_dates(study: Study, data: StudyData, max_k: int = 3, say=lambda m: N
     cohort = build_cohort(study, data)
     task = partial(_placebo_at, study, data, cohort, spec, say if executor is None else _quiet)
     out, skipped = [], []
-    for entry in map_ordered(task, range(1, max_k + 1), executor):
+    for entry in map_ordered(task, range(1, max_k + 1), executor,
+                             label=None if executor is None else "placebo dates"):
         (skipped if isinstance(entry, str) else out).append(entry)
     return PlaceboResult(study.id, spec.primary, study.inference.alpha, out, skipped)
 
@@ -114,7 +115,7 @@ def _placebo_at(study: Study, data: StudyData, cohort: Cohort, spec: EstimationS
     """The placebo estimate for joining ``k`` years early, or why there is none (a string)."""
     first, _ = data.years
     lo, _ = study.outcome.window
-    need = _pre_years_needed(study)
+    need = pre_years_needed(study)
     primary = spec.primary
     gs = [g for g in cohort.cohorts if g - k - need >= first]
     if not gs:

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.effects import _hedges_j, effect_size, headline, plain_summary, security_rating, verdict
+from evaluation.report.specification_curve import specification_curve_section
 from evaluation.report.markdown import (count, escape, estimator_name, months_words, num, ordered_estimators,
                                         padlocks_html, pct, pvalue, table)
 
 FIGURES = ("trends.png", "event_study.png", "love_plot.png")
 MAP_TABLE = "schools.csv"
 MAP_COLUMNS = ("urn", "group", "easting", "northing")
+SUPPRESSED = "suppressed"  # a cell disclosure control left out (evaluation.publish.disclosure), never 0 or blank
 LOST_REASONS = {
     "too_few_pre_years": "too few years of results before joining to match on",
     "missing_covariates": "a matching characteristic was missing (often a suppressed result)",
@@ -72,31 +73,33 @@ def is_synthetic(result: dict) -> bool:
 
 
 def _how_much(result: dict) -> str:
-    es = effect_size(result)
-    primary = headline(result)
+    es = result["effects"]
+    primary = result["headline"]
     units = (f"{num(primary['estimate'])} {escape(unit_words(result))} "
              f"(95% CI {num(primary['ci_low'])} to {num(primary['ci_high'])})")
-    if es.g is None:
+    if es["g"] is None:
         return (f"**How much.** In the outcome's own units: {units}. No effect size or months' progress: "
-                f"{escape(es.withheld)}")
-    lo_m, hi_m = es.months_ci
-    months = (f"about **{months_words(es.months)} {'additional' if es.months >= 0 else 'less'} progress**"
-              if es.months else "**less than one month's progress**")
-    return (f"**How much.** Effect size {num(es.g)} (95% confidence interval {num(es.ci_low)} to {num(es.ci_high)}), "
+                f"{escape(es['withheld'])}")
+    lo_m, hi_m = es["months_ci"]
+    months = (f"about **{months_words(es['months'])} {'additional' if es['months'] >= 0 else 'less'} progress**"
+              if es["months"] else "**less than one month's progress**")
+    return (f"**How much.** Effect size {num(es['g'])} (95% confidence interval {num(es['g_ci'][0])} to "
+            f"{num(es['g_ci'][1])}), "
             f"{months} (range {lo_m} to {hi_m} months; negative means less progress). "
             f"In the outcome's own units: {units}.")
 
 
 def _checks_lines(result: dict) -> list[str]:
     words = {True: "**fails**", False: "passes", None: "not available"}
-    return [f"  - {escape(c.title)}: {words[c.failed]} ({escape(c.detail)})" for c in verdict(result).checks]
+    return [f"  - {escape(c['title'])}: {words[c['failed']]} ({escape(c['detail'])})"
+            for c in result["verdict"]["checks"]]
 
 
 def summary_box(result: dict) -> str:
-    sec = security_rating(result)
-    words = plain_summary(result)
+    sec = result["effects"]
+    words = result["summary"]
     c = result["counts"]
-    reasons = "\n".join(f"  - {escape(r)}" for r in sec.reasons) or "  - none: the study keeps every padlock"
+    reasons = "\n".join(f"  - {escape(r)}" for r in sec["padlock_reasons"]) or "  - none: the study keeps every padlock"
     lines = [
         ":::{admonition} Summary",
         ":class: summary-box",
@@ -111,7 +114,7 @@ def summary_box(result: dict) -> str:
         "",
         *_checks_lines(result),
         "",
-        f"**How sure are we.** {padlocks_html(sec.padlocks)}",
+        f"**How sure are we.** {padlocks_html(sec['padlocks'])}",
         "",
         "Padlocks lost, one reason each:",
         "",
@@ -148,9 +151,11 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
                + f". {count(c['treated_analysed'])} of them are in the analysis; "
                f"{count(c['treated_found'] - c['treated_analysed'])} ({pct(c['attrition'])}) were lost:")
     out.append("")
-    for key, n in sorted(c["treated_lost"].items()):
-        if n:
-            out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}")
+    hidden = {str(s["key"]) for s in _suppressed(result, "counts.treated_lost")}
+    for key, n in sorted([*c["treated_lost"].items(), *((k, None) for k in hidden)]):
+        if n or key in hidden:
+            out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: "
+                       + (SUPPRESSED if key in hidden else count(n)))
     out += ["", "**How comparison schools were chosen.** "
             + " ".join(escape(r[0].upper() + r[1:]) + "." for r in m["comparison_pool_rule"])
             + f" The pool held {count(c['comparison_pool'])} schools. Each joining year's schools were matched "
@@ -168,7 +173,9 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
         out += [f"Schools that ever joined a {escape(excluded)} "
                 "were kept out of the comparison pool.", ""]
     rows = [[g["g"], count(g["treated"]), count(g["treated_matched"]), count(g["comparison_matched"])]
-            for g in c["cohorts"]]
+            for g in c["cohorts"]] + [[int(s["key"]), SUPPRESSED, SUPPRESSED, SUPPRESSED]
+                                      for s in _suppressed(result, "counts.cohorts")]
+    rows.sort(key=lambda row: row[0])
     out.append(table(["First year of results after joining", "Partnership schools", "Matched",
                       "Comparison schools matched"], rows, ["l", "r", "r", "r"]))
     out.append(_map(result, tables, fig_dir, rel))
@@ -183,6 +190,9 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
         frame = pd.read_csv(src) if src.exists() else None
     except pd.errors.EmptyDataError:
         frame = None
+    hidden = _suppressed(result, "counts.cohorts")
+    if hidden and (frame is None or frame.empty) and not result["counts"]["cohorts"]:
+        return ":::{note}\nNo map: every cohort's schools are suppressed (see *What is not shown*).\n:::\n"
     if frame is None or frame.empty or not set(MAP_COLUMNS) <= set(frame.columns):
         return (":::{note}\nNo map: the results do not include the schools' locations "
                 f"(`tables/{MAP_TABLE}` with columns {', '.join(MAP_COLUMNS)}).\n:::\n")
@@ -203,13 +213,75 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     ax.grid(alpha=0.3)
     _save(fig, fig_dir / f"{sid}-map.png")
     return _figure(f"{rel}/{sid}-map.png", f"{sid}-map",
-                   "Partnership schools and their matched comparison schools (British National Grid).",
+                   "Partnership schools and their matched comparison schools (British National Grid)."
+                   + (f" Schools of the {_cohort_words([int(h['key']) for h in hidden])} (suppressed) are not "
+                      "shown." if hidden else ""),
                    width="65%")
 
 
 def _figure(path: str, name: str, caption: str, alt: str | None = None, width: str = "100%") -> str:
     return (f"```{{figure}} {path}\n:name: {name}\n:alt: {alt or caption}\n:width: {width}\n\n"
             f"{caption}\n```\n")
+
+
+def _suppressed(result: dict, table: str) -> list[dict]:
+    """The items of one table that disclosure control left out (result.json ``disclosure``)."""
+    return [s for s in (result.get("disclosure") or {}).get("suppressed", []) if s["table"] == table]
+
+
+def _cohort_words(gs: list[int]) -> str:
+    gs = sorted(gs)
+    if len(gs) == 1:
+        return f"{gs[0]} cohort"
+    return ", ".join(map(str, gs[:-1])) + f" and {gs[-1]} cohorts"
+
+
+def _disclosure_section(result: dict) -> str:
+    """What is not shown and why (the ``disclosure`` block written by evaluation.publish.disclosure)."""
+    d = result.get("disclosure")
+    if not d:
+        return ""
+    t, unit = d["threshold"], d.get("unit", "schools")
+    out = ["## What is not shown (disclosure control)", "",
+           f"Counts and statistics from fewer than {t} {escape(unit)} are not published"
+           + (": the ONS Secure Research Service output rule, which also suppresses further counts where a small "
+              "one could otherwise be worked out from a total." if not d.get("lowered") else
+              f". **The study lowers the threshold to {t} {escape(unit)}, below the ONS Secure Research Service "
+              f"default of {d['default_threshold']}**, because: {escape(d.get('reason') or '')}"), ""]
+    cohorts = _suppressed(result, "counts.cohorts")
+    first = [int(s["key"]) for s in cohorts if s["rule"] == "primary"]
+    then = [int(s["key"]) for s in cohorts if s["rule"] != "primary"]
+    if first:
+        text = f"The {_cohort_words(first)} (fewer than {t} {escape(unit)})"
+        if then:
+            text += (f" and, so that {'it' if len(first) == 1 else 'they'} cannot be worked out from the totals, "
+                     f"the {_cohort_words(then)}")
+        many = len(first) + len(then) > 1
+        out += [text + f": {'their' if many else 'its'} counts, schools, matched pairs and map points are not "
+                "shown, nor any statistic from " + ("them alone" if many else "it alone")
+                + ". The totals and the overall estimate include them.", ""]
+    others = [s for s in (d.get("suppressed") or []) if s["table"] != "counts.cohorts"]
+    if others:
+        out += ["Also not shown:", ""]
+        for s in others:
+            what = s["what"]
+            if s["table"] == "counts.treated_lost":
+                what = ("the number of partnership schools lost because "
+                        + _lower_first(LOST_REASONS.get(str(s["key"]), str(s["key"]).replace("_", " "))))
+            elif s["table"].startswith("event_study.") and isinstance(s["key"], list):
+                what = (f"the {estimator_name(s['table'].removeprefix('event_study.'))} effects by year since "
+                        "joining at e = " + ", ".join(map(str, s["key"])))
+            what = what[0].upper() + what[1:]
+            out.append(f"- {escape(what)}: {escape(s['reason'])}.")
+        out.append("")
+    if not cohorts and not others:
+        out += ["Nothing in this study needed suppressing.", ""]
+    kept = d.get("not_suppressed") or []
+    if kept:
+        out += ["Left in, knowingly:", ""]
+        out += [f"- {escape(k['reason'][0].upper() + k['reason'][1:])}." for k in kept]
+        out.append("")
+    return "\n".join(out)
 
 
 def _balance_section(result: dict, rel: str) -> str:
@@ -253,23 +325,16 @@ def _pretrend_rows(result: dict) -> list[list]:
     for name, t in sorted((result["diagnostics"].get("pretrend") or {}).items()):
         if not t:
             continue
-        if "F" in t:
-            stat = f"F = {num(t['F'])} ({t['df1']}, {t['df2']} df)"
-        elif "statistic" in t:
-            df2 = t["df2"] if t.get("df2") else "\u221e"
-            stat = f"F = {num(t['statistic'])} ({t['df1']}, {df2} df)"
-        elif "W" in t:
-            stat = f"Wald \u03c7\u00b2 = {num(t['W'])} ({t['df']} df)"
-        elif "t" in t:
-            stat = f"t = {num(t['t'])} ({t['df']} df)"
-        else:
-            stat = "\u2014"
-        test = t.get("test") or "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test)"
-        verdict = "fails: groups diverged before joining" if t.get("p_value") is not None and t["p_value"] < 0.05 \
+        df = ", ".join("\u221e" if d is None else str(d) for d in t["df"])
+        label = {"F": "F", "t": "t", "chi2": "Wald \u03c7\u00b2"}[t["distribution"]]
+        stat = f"{label} = {num(t['statistic'])} ({df} df)"
+        reading = "fails: groups diverged before joining" if t["p_value"] < 0.05 \
             else "passes (no evidence of different paths before joining)"
         if t.get("not_for_verdict"):
-            verdict = ("not used for the answer: " + t["not_for_verdict"])
-        rows.append([estimator_name(name), test, stat, pvalue(t.get("p_value")), verdict])
+            reading = "not used for the answer: " + t["not_for_verdict"]
+        elif t.get("for_verdict"):
+            reading += "; this is the test the answer uses"
+        rows.append([estimator_name(name), t["test"], stat, pvalue(t["p_value"]), reading])
     return rows
 
 
@@ -396,8 +461,7 @@ def _small_cluster_block(small: dict | None) -> list[str]:
 def _robustness_section(result: dict) -> str:
     diag = result["diagnostics"]
     c = result["counts"]
-    sec = security_rating(result)
-    es = effect_size(result)
+    sec = es = result["effects"]
     out = ["## Robustness and diagnostics", ""]
     out += _small_cluster_block(diag.get("small_cluster_inference"))
     out += ["### Goodman-Bacon decomposition", ""]
@@ -426,14 +490,14 @@ def _robustness_section(result: dict) -> str:
     out += ["### Attrition and power", "",
             f"{pct(c['attrition'], 1)} of the partnership schools found ({count(c['treated_found'] - c['treated_analysed'])}"
             f" of {count(c['treated_found'])}) are not in the analysis. The minimum detectable effect size is "
-            f"{num(sec.mdes)} ({escape(sec.mdes_source)}). The analysis uses {count(c['school_years'])} "
+            f"{num(sec['mdes'])} ({escape(sec['mdes_source'])}). The analysis uses {count(c['school_years'])} "
             f"school-years in {count(c['clusters'])} clusters.", ""]
     out += ["### Effect size", "",
-            (f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es.sd, 3)}$: {escape(es.sd_label)}."
-             if es.g is not None else escape(es.withheld[0].upper() + es.withheld[1:])), ""]
+            (f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es['sd'], 3)}$: {escape(es['sd_source'])}."
+             if es["g"] is not None else escape(es["withheld"][0].upper() + es["withheld"][1:])), ""]
     truth = result.get("synthetic_truth")
     if truth:
-        primary = headline(result)
+        primary = result["headline"]
         inside = primary["ci_low"] <= truth["overall"] <= primary["ci_high"]
         out += ["### Synthetic truth (synthetic data only)", "",
                 ":::{admonition} The planted effect: known only because the data are synthetic",
@@ -451,10 +515,9 @@ def _placebo_lines(placebo: dict | None, result: dict) -> list[str]:
     """Placebo joining dates: the estimator rerun as if schools joined k years early."""
     if not placebo or not placebo.get("placebos"):
         return []
-    es = effect_size(result)
-    j = _hedges_j(result)
+    placebo_g = {row["k"]: row["g"] for row in result["effects"]["placebo_g"]}
     rows = [[f"{p['k']} year{'s' if p['k'] != 1 else ''} early", num(p["estimate"], 3),
-             num(es.in_sd_units(p["estimate"], j), 3) if es.sd else "\u2014",
+             num(placebo_g.get(p["k"]), 3) if placebo_g.get(p["k"]) is not None else "\u2014",
              f"{num(p['ci_low'], 3)} to {num(p['ci_high'], 3)}", pvalue(p.get("p")),
              count(p.get("treated_schools")),
              "includes zero (as it should)" if p["includes_zero"] else "excludes zero: an effect before joining"]
@@ -542,13 +605,15 @@ def write_chapter(result: dict, result_dir: Path, source: Path) -> Chapter:
         f"# {escape(result['study']['title'])}", "",
         summary_box(result),
         _cohort_section(result, result_dir / "tables", fig_dir, rel),
+        _disclosure_section(result),
         _balance_section(result, rel),
         _trends_section(result, rel),
         _event_section(result, rel),
         _estimates_section(result),
         _robustness_section(result),
+        specification_curve_section(result, result_dir, fig_dir, rel),  # results/<id>.multiverse/, if any
         _provenance_section(result),
     ])
     path = source / "studies" / f"{sid}.md"
     path.write_text(text, encoding="utf-8")
-    return Chapter(sid, result["study"]["title"], path, security_rating(result).padlocks)
+    return Chapter(sid, result["study"]["title"], path, result["effects"]["padlocks"])

@@ -11,10 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from evaluation.errors import InputError, problem
-from evaluation.result_schema import StudyResult
+from evaluation.result_schema import RESULT_SCHEMA_VERSION, SelfEvaluationResult, StudyResult
 
-SELF_EVALUATION_REQUIRED = ("kind", "name", "outcome", "joined", "schools", "comparison", "estimates",
-                            "randomisation", "by_school", "effect_size")
 SELF_EVALUATION_FIGURES = ("gaps.png", "schools.png")
 
 
@@ -47,15 +45,9 @@ def load_results(results_dir: str | Path) -> list[StudyResults]:
         if bad is not None:
             problems.append(bad)
             continue
-        try:
-            StudyResult.model_validate(data)
-        except ValidationError as err:
-            for e in err.errors():
-                where = ".".join(str(x) for x in e["loc"]) or "(top level)"
-                kw = {"value": e["input"]} if e["type"] != "missing" and not isinstance(e["input"], (dict, list)) \
-                    else {}
-                problems.append(problem(f"fails the result.json contract (schema version 1): {e['msg']}",
-                                        file=str(path), column=where, **kw))
+        bad_contract = contract_problems(StudyResult, data, path, "impact run STUDY")
+        if bad_contract:
+            problems.extend(bad_contract)
             continue
         if data["study"]["id"] != sub.name:
             problems.append(problem(f"study id {data['study']['id']!r} does not match its directory {sub.name!r}",
@@ -86,12 +78,32 @@ def load_self_evaluations(results_dir: str | Path) -> list[tuple[Path, dict]]:
     for sub, path, data, bad in result_files(root):
         if bad is not None:
             raise InputError(bad)
-        missing = [k for k in SELF_EVALUATION_REQUIRED if k not in data]
-        if missing or data.get("kind") != "self_evaluation":
-            raise InputError(problem(f"not a self-evaluation result (missing {', '.join(missing) or 'kind'}): "
-                                     "rerun `impact self-evaluate`", file=str(path)))
+        bad_contract = contract_problems(SelfEvaluationResult, data, path, "impact self-evaluate")
+        if bad_contract:
+            raise InputError(bad_contract, summary=f"cannot build the book from {root}:")
         for name in SELF_EVALUATION_FIGURES:
             if not (sub / "figures" / name).exists():
                 raise InputError(problem(f"missing figures/{name}: rerun `impact self-evaluate`", file=str(sub)))
         found.append((sub, data))
     return found
+
+
+def contract_problems(model, data: dict, path: Path, rerun: str) -> list:
+    """Each way ``data`` breaks its result.json contract, as a problem naming the file and key;
+    a file from an older schema version gets one problem saying how to upgrade it."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != RESULT_SCHEMA_VERSION:
+        return [problem(f"result.json has schema version {version}, this version of the package reads "
+                        f"{RESULT_SCHEMA_VERSION}: rerun `{rerun}` to upgrade it (migration notes: "
+                        "evaluation/result_schema.py)", file=str(path), column="schema_version")]
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        out = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+            kw = {"value": e["input"]} if e["type"] != "missing" and not isinstance(e["input"], (dict, list)) else {}
+            out.append(problem(f"fails the result.json contract (schema version {RESULT_SCHEMA_VERSION}): "
+                               f"{e['msg']}", file=str(path), column=where, **kw))
+        return out
+    return []

@@ -63,7 +63,7 @@ def summary(r: dict) -> str:
            f"an effect of {num(es['mdes'])} or more (about {_months(es['mdes_months'])}' progress; "
            f"80% power, 5% test). ")
         + "A smaller real effect would most likely go unnoticed: "
-        f"\"no clear difference\" is not the same as \"no effect\".",
+        "\"no clear difference\" is not the same as \"no effect\".",
         "",
         "**What the data cannot tell you.** This is not a trial: the comparison schools were chosen to look like "
         "ours before joining, but anything else that changed at our schools at the same time (a new head, a "

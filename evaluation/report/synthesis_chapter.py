@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.effects import effect_size, plain_summary, security_rating, verdict
 from evaluation.report.chapter import TYPE_WORDS, is_synthetic
 from evaluation.report.markdown import escape, months_words, num, padlocks_html, table
 from evaluation.synthesis import forest_plot, meta_analysis, poolable
@@ -27,20 +26,21 @@ def _role_text(text: str) -> str:
 def _verdict(result: dict) -> str:
     """What one study allows us to say: the study's own verdict (``effects.verdict``), in words
     bounded by its padlocks."""
-    es = effect_size(result)
-    locks = security_rating(result).padlocks
-    v = verdict(result)
-    if v.answer == "cannot_tell":
+    es = result["effects"]
+    locks = es["padlocks"]
+    v = result["verdict"]
+    if v["answer"] == "cannot_tell":
         return "no clear effect either way (the confidence interval includes zero)"
-    if v.answer == "cannot_tell_bias":
-        return "we cannot tell: the checks of the design point to bias (" + "; ".join(c.detail for c in v.failed) + ")"
-    if v.answer == "cannot_tell_sensitivity":
+    if v["answer"] == "cannot_tell_bias":
+        failed = [c["detail"] for c in v["checks"] if c["failed"]]
+        return "we cannot tell: the checks of the design point to bias (" + "; ".join(failed) + ")"
+    if v["answer"] == "cannot_tell_sensitivity":
         return "we cannot tell: a plausible failure of parallel trends could explain the effect"
-    way = "better" if v.answer == "yes" else "worse"
-    if es.months is None:
+    way = "better" if v["answer"] == "yes" else "worse"
+    if es["months"] is None:
         size = "an effect in the outcome's own units (no pupil-level SD, so no months)"
-    elif es.months:
-        size = f"about {months_words(es.months)} {'more' if way == 'better' else 'less'} progress"
+    elif es["months"]:
+        size = f"about {months_words(es['months'])} {'more' if way == 'better' else 'less'} progress"
     else:
         size = "a very small effect, less than one month's progress"
     if locks >= SECURE:
@@ -55,12 +55,11 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
     fig_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in results:
-        es = effect_size(r)
-        sec = security_rating(r)
+        es = r["effects"]
         rows.append([f"{{ref}}`{_role_text(r['study']['title'])} <study-{r['study']['id']}>`", escape(_types(r)),
-                     f"{num(es.g)} ({num(es.ci_low)} to {num(es.ci_high)})" if es.g is not None else
-                     "\u2014 (no pupil-level SD)", "\u2014" if es.months is None else str(es.months),
-                     f"{sec.padlocks}/5",
+                     f"{num(es['g'])} ({num(es['g_ci'][0])} to {num(es['g_ci'][1])})" if es["g"] is not None else
+                     "\u2014 (no pupil-level SD)", "\u2014" if es["months"] is None else str(es["months"]),
+                     f"{es['padlocks']}/5",
                      f"{r['counts']['treated_analysed']:,}"])
     out = ["(synthesis)=", "# What works across studies", "",
            "All the studies side by side. Effect sizes are Hedges' g of each study's primary estimate "
@@ -72,9 +71,9 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         out += [":::{note}", "These studies were run on the synthetic national panel: the patterns below test the "
                 "methods and are not findings about real schools.", ":::", ""]
     out += ["## What works: the plain-English summary", ""]
-    for r in sorted(results, key=lambda r: (-security_rating(r).padlocks, r["study"]["id"])):
+    for r in sorted(results, key=lambda r: (-r["effects"]["padlocks"], r["study"]["id"])):
         out.append(f"- **{escape(r['study']['title'])}** ({escape(_types(r))}): {escape(_verdict(r))}. "
-                   + escape(plain_summary(r)["caveat"]))
+                   + escape(r["summary"]["caveat"]))
     out.append("")
     pooled = poolable(results)
     left_out = [r for r in results if all(r is not q for q in pooled)]
@@ -91,7 +90,7 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         return path
     meta = meta_analysis(results)
     forest_plot(meta, fig_dir / "forest_plot.png")
-    weakest = min(security_rating(r).padlocks for r in results)
+    weakest = min(r["effects"]["padlocks"] for r in results)
     formal = meta.table[meta.table["formal"]]
     informal = meta.table[~meta.table["formal"]]
     out += [

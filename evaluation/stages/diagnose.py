@@ -23,6 +23,17 @@ from evaluation.spec import EstimationSpec
 from evaluation.stages.cohort import StudyData
 from evaluation.study import Study
 
+def pretrend_test(test: str, statistic: float, distribution: str, df: list, p_value: float,
+                  note: str | None = None, not_for_verdict: str | None = None) -> dict:
+    """The one shape of every pre-trend test in result.json (schema 3): the statistic, its
+    reference ``distribution`` ("F", "t" or "chi2") with ``df`` ([df1, df2] for F, df2 None
+    meaning infinite; [df] for t and chi2), the p-value, and whether the verdict uses it
+    (``for_verdict`` is set by :func:`pretrend_tests`; ``not_for_verdict`` says why a test never is)."""
+    return {"test": test, "statistic": float(statistic), "distribution": distribution,
+            "df": [None if d is None else (int(d) if float(d).is_integer() else float(d)) for d in df],
+            "p_value": float(p_value), "for_verdict": False, "note": note, "not_for_verdict": not_for_verdict}
+
+
 def event_study_pretrend(res: EstimatorResult) -> dict | None:
     """Joint Wald test that all leads (e <= -2) are zero, F with (q, G - 1) df as fixest's wald()."""
     vcov = getattr(res, "vcov", None)
@@ -38,8 +49,7 @@ def event_study_pretrend(res: EstimatorResult) -> dict | None:
     df2 = res.variance.df
     F = W / q
     p = float(stats.f.sf(F, q, df2)) if df2 else float(stats.chi2.sf(W, q))
-    return {"test": "joint Wald test that all pre-joining coefficients are zero", "statistic": F,
-            "df1": q, "df2": df2, "p_value": p}
+    return pretrend_test("joint Wald test that all pre-joining coefficients are zero", F, "F", [q, df2 or None], p)
 
 
 def sensitivity(study: Study, spec: EstimationSpec, data: StudyData, panel: pd.DataFrame,
@@ -128,7 +138,8 @@ def balance_summary(bal: pd.DataFrame, threshold: float) -> dict:
 
 
 def pretrend_tests(spec: EstimationSpec, ests: dict[str, EstimatorResult]) -> dict:
-    """Every estimator's test of no pre-joining effects; the calibrated one for the verdict."""
+    """Every estimator's test of no pre-joining effects, in one shape (:func:`pretrend_test`);
+    the one the verdict reads (the primary estimator's, else the TWFE event study's) is flagged."""
     out: dict = {}
     if "event_study" in ests:
         out["event_study"] = event_study_pretrend(ests["event_study"])
@@ -136,17 +147,25 @@ def pretrend_tests(spec: EstimationSpec, ests: dict[str, EstimatorResult]) -> di
         cs = ests["callaway_santanna"]
         wald = cs.details.get("pretest")
         if wald:
-            out["callaway_santanna_wald"] = {
-                **wald, "test": "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test, clustered)",
-                "not_for_verdict": "with few partnerships per cohort it rejects true parallel trends far too often "
-                                   "(benchmarks/coverage_table.md: 17% at 100 partnerships, 62% at 30)"}
+            out["callaway_santanna_wald"] = pretrend_test(
+                "Wald test that every pre-joining ATT(g,t) is zero (R did's pre-test, clustered)",
+                wald["W"], "chi2", [wald["df"]], wald["p_value"],
+                note=f"cluster sums over {wald['n_clusters']} clusters" if wald.get("n_clusters") else None,
+                not_for_verdict="with few partnerships per cohort it rejects true parallel trends far too often "
+                                "(benchmarks/coverage_table.md: 17% at 100 partnerships, 62% at 30)")
         calibrated = headline_pretest(cs.source, seed=spec.seed) if cs.source is not None else None
         if calibrated:
-            out["callaway_santanna"] = {
-                "test": calibrated["test"], "t": calibrated["statistic"], "df": calibrated["df"],
-                "p_value": calibrated["p_value"], "reason": calibrated.get("reason")}
+            out["callaway_santanna"] = pretrend_test(calibrated["test"], calibrated["statistic"], "t",
+                                                     [calibrated["df"]], calibrated["p_value"],
+                                                     note=calibrated.get("reason"))
     if "imputation" in ests:
-        out["imputation"] = ests["imputation"].details.get("pretrend_test")
+        t = ests["imputation"].details.get("pretrend_test")
+        out["imputation"] = None if t is None else pretrend_test(
+            f"BJS (2024) Test 1: {t['leads']} pre-joining leads jointly zero on untreated observations",
+            t["F"], "F", [t["df1"], t["df2"]], t["p_value"], note=f"variance: {t['variance']}")
+    name = spec.primary if out.get(spec.primary) else "event_study"
+    if out.get(name) and not out[name]["not_for_verdict"]:
+        out[name]["for_verdict"] = True
     return out
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from evaluation.data.synthetic import OUTCOMES
-from evaluation.effects import effect_size as effect_size_of, security_rating
+from evaluation.effects import effect_size as effect_size_of, hedges_j, security_rating
 from evaluation.numbers import json_value
 from evaluation.stages.cohort import Cohort, StudyData
 from evaluation.study import Study
@@ -52,8 +52,11 @@ def effects_block(result: dict) -> dict:
     """g (pupil-level SD) or why it is withheld, months, padlocks with reasons: what the book shows."""
     es = effect_size_of(result)
     sec = security_rating(result)
+    j = hedges_j(result)
+    placebos = ((result.get("diagnostics") or {}).get("placebo_dates") or {}).get("placebos") or []
     return {"g": es.g, "g_ci": None if es.g is None else [es.ci_low, es.ci_high], "g_se": es.se,
-            "sd": es.sd, "sd_source": es.sd_label, "months": es.months,
+            "sd": es.sd, "sd_source": es.sd_label, "hedges_j": j, "direction": es.direction, "months": es.months,
             "months_ci": None if es.months_ci is None else list(es.months_ci), "withheld": es.withheld,
             "padlocks": sec.padlocks, "padlock_reasons": list(sec.reasons),
-            "mdes": json_value(float(sec.mdes)), "mdes_source": sec.mdes_source}
+            "mdes": json_value(float(sec.mdes)), "mdes_source": sec.mdes_source,
+            "placebo_g": [{"k": pl["k"], "g": es.in_sd_units(pl["estimate"], j)} for pl in placebos]}
