@@ -28,6 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 from scipy import stats
 
+from evaluation.estimators.names import SHORT
 from evaluation.numbers import sign_safe_decimals
 
 #: EEF Toolkit: upper bound of |effect size| (2 dp) for each number of months.
@@ -81,8 +82,7 @@ def hedges_j(result: dict) -> float:
     return 1 - 3 / (4 * n - 9) if n > 3 else 1.0
 
 
-ESTIMATOR_WORDS = {"callaway_santanna": "Callaway & Sant'Anna", "event_study": "TWFE event study",
-                   "sun_abraham": "Sun & Abraham", "imputation": "imputation (Borusyak et al.)", "twfe": "TWFE"}
+ESTIMATOR_WORDS = SHORT
 
 NO_PUPIL_SD = ("no pupil-level standard deviation of this outcome is known (no pupil data, and the study "
                "definition states none in [outcome] pupil_sd), so no effect size or months' progress is given: "

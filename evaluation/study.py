@@ -20,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evaluation.data.schema import load_schema
 from evaluation.errors import InputError, Problem, problem
+from evaluation.estimators.names import ESTIMATOR_NAMES
 
-ESTIMATORS = ("twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation")
+ESTIMATORS = ESTIMATOR_NAMES
 CONTEXT_COVARIATES = ("fsm_pct", "eal_pct", "sen_pct", "pupils", "ofsted_grade")
 SCHOOL_COVARIATES = ("urban",)
 OUTCOME_COVARIATES = ("pre_level", "pre_trend", "pre_last", "pre_y1", "pre_y2", "pre_y3", "ofsted_last")

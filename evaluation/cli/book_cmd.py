@@ -10,7 +10,8 @@ from pathlib import Path
 
 from evaluation.cli.output import add_executor_options, emit_json
 
-DEFAULT_OUT = "book"  # the HTML lands in book/_build/html (git-ignored), the source in book/_build/source
+DEFAULT_OUT = "book"
+DEMO_MULTIVERSE = "mat_converter_secondary_ks4"  # the example study whose specification curve the demo book shows  # the HTML lands in book/_build/html (git-ignored), the source in book/_build/source
 
 
 def register(sub) -> None:
@@ -37,6 +38,9 @@ def register(sub) -> None:
     demo.add_argument("--seed", type=int, default=2024, help="seed of the synthetic panel (default 2024)")
     demo.add_argument("--studies", default="studies", help="directory of study definitions (default studies/)")
     demo.add_argument("--json", action="store_true", help="print {index, studies, seconds} as JSON")
+    demo.add_argument("--multiverse", metavar="STUDY_ID",
+                      help=f"also run the multiverse of this study, shown in its chapter (default {DEMO_MULTIVERSE} "
+                           "when it is among the studies; 'none' to skip)")
     add_executor_options(demo)
     demo.set_defaults(handler=_demo)
 
@@ -77,7 +81,9 @@ def _demo(args) -> int:
     from evaluation.cli.study_cmd import open_executor
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
-    from evaluation.report.outputs import write_results
+    from evaluation.data.panels import load_study_data
+    from evaluation.multiverse import run_multiverse
+    from evaluation.report.outputs import write_multiverse, write_results
     from evaluation.runner import run_studies
     from evaluation.study import load_study
 
@@ -87,15 +93,28 @@ def _demo(args) -> int:
     if not specs:
         raise InputError(problem("no study definitions (*.toml) found", file=str(args.studies)))
     studies = [load_study(p) for p in specs]  # check every definition before the long steps
+    chosen = [s for s in studies if s.id == (args.multiverse or DEMO_MULTIVERSE)]
+    if args.multiverse not in (None, "none") and not chosen:
+        raise InputError(problem(f"no study {args.multiverse!r} among {[s.id for s in studies]} for the multiverse "
+                                 "(--multiverse ID, or none)",
+                                 column="--multiverse", value=args.multiverse))
     store = Store(args.store)
     say(f"[demo 1/3] synthesizing the national panel (seed {args.seed}) into {store.path}")
     synthesize(store, seed=args.seed, progress=lambda m: say("  " + m))
     say(f"[demo 2/3] running {len(studies)} studies into {args.results}/")
+    if args.multiverse == "none":
+        chosen = []
     with ExitStack() as stack:
-        runs = run_studies(studies, store, executor=open_executor(stack, args),
+        executor = open_executor(stack, args)
+        runs = run_studies(studies, store, executor=executor,
                            say=lambda m: None if m.startswith(" ") else say("  " + m))
-    for run in runs:
-        say(f"  {run.result['study']['id']} -> {write_results(run, args.results)}/result.json")
+        for run in runs:
+            say(f"  {run.result['study']['id']} -> {write_results(run, args.results)}/result.json")
+        for study in chosen:
+            say(f"  multiverse of {study.id}")
+            mv = run_multiverse(study, load_study_data(store, study), executor=executor)
+            path, content = write_multiverse(mv, args.results)
+            say(f"    {content['summary']['specifications']} specifications -> {path}/multiverse.json")
     from evaluation.cli.self_eval_cmd import load_all
     from evaluation.report.outputs import write_self_evaluation
     from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership, \

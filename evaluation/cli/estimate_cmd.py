@@ -13,20 +13,24 @@ import numpy as np
 import pandas as pd
 
 from evaluation.cli.output import emit_json
+from evaluation.estimators.names import ESTIMATOR_NAMES, cli_spelling
 from evaluation.result_schema import RESULT_SCHEMA_VERSION, EstimateResult
 from evaluation.cli.regress_cmd import read_table
 from evaluation.errors import InputError, problem
 from evaluation.estimators.fixed_effects import missing_column, numeric_column
 from evaluation.estimators.results import EstimatorResult
 
-#: --estimator choice -> (module, function) in evaluation.estimators.
-ESTIMATORS = {
+#: estimator -> (module, function) in evaluation.estimators: the raw estimators on a user's panel
+#: (the registry wraps the same functions with a study's specification).
+_FUNCTIONS = {
     "twfe": ("evaluation.estimators.twfe", "twfe_did"),
-    "event-study": ("evaluation.estimators.twfe", "event_study"),
-    "callaway-santanna": ("evaluation.estimators.callaway_santanna", "att_gt"),
-    "sun-abraham": ("evaluation.estimators.sun_abraham", "sun_abraham"),
+    "event_study": ("evaluation.estimators.twfe", "event_study"),
+    "callaway_santanna": ("evaluation.estimators.callaway_santanna", "att_gt"),
+    "sun_abraham": ("evaluation.estimators.sun_abraham", "sun_abraham"),
     "imputation": ("evaluation.estimators.imputation", "imputation_did"),
 }
+#: --estimator choice (the command-line spelling of each name) -> (module, function).
+ESTIMATORS = {cli_spelling(name): _FUNCTIONS[name] for name in ESTIMATOR_NAMES}
 CS_ONLY = {"method": "dr", "aggregate": "simple", "control": "never", "bootstrap": 0}
 
 

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import math
 
+from evaluation.estimators.names import ESTIMATOR_NAMES, TITLES
 from evaluation.numbers import sign_safe_decimals
 
-ESTIMATOR_ORDER = ["twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation", "synthetic_control"]
-ESTIMATOR_NAMES = {
-    "twfe": "Two-way fixed effects (static)",
-    "event_study": "Event study (dynamic TWFE)",
-    "callaway_santanna": "Callaway & Sant'Anna (2021)",
-    "sun_abraham": "Sun & Abraham (2021)",
-    "imputation": "Imputation (Borusyak, Jaravel & Spiess 2024)",
-    "synthetic_control": "Synthetic control",
-}
+ESTIMATOR_ORDER = [*ESTIMATOR_NAMES, "synthetic_control"]
 
 
 def estimator_name(name: str) -> str:
-    return ESTIMATOR_NAMES.get(name, name.replace("_", " "))
+    return TITLES.get(name, name.replace("_", " "))
 
 
 def ordered_estimators(names) -> list[str]:
