@@ -241,14 +241,14 @@ def test_scanner_finds_loaded_resources_but_not_links(tmp_path):
 
 @pytest.mark.slow
 def test_a_broken_reference_fails_the_strict_build_with_the_log(results_dir, tmp_path, run_cli, monkeypatch):
-    import evaluation.report.synthesis_chapter as synthesis_chapter
+    import evaluation.report.book as book  # the name the builder calls (imported at its module's top)
 
     def broken(results, source):
         path = source / "synthesis.md"
         path.write_text("(synthesis)=\n# Synthesis\n\nSee {ref}`a chapter that does not exist <no-such-label>`.\n")
         return path
 
-    monkeypatch.setattr(synthesis_chapter, "write_synthesis", broken)
+    monkeypatch.setattr(book, "write_synthesis", broken)
     code, out, err = run_cli("book", "build", "--results", results_dir, "--out", tmp_path / "out")
     assert code == 1 and out == ""
     assert "the Jupyter Book build failed" in err and "no-such-label" in err
