@@ -35,7 +35,7 @@ def results_dir(small_store, tmp_path_factory) -> Path:
     """results/<id>/ for two example studies on the small synthetic panel."""
     from evaluation.data.panels import load_study_data
     from evaluation.pipeline import run_study
-    from evaluation.report.outputs import write_results
+    from evaluation.publish.writers import write_results
     from evaluation.study import load_study
 
     root = tmp_path_factory.mktemp("book_results")

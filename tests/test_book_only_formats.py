@@ -27,9 +27,6 @@ def _imports(path: Path) -> list[tuple[str, list[str]]]:
 @pytest.mark.parametrize("path", sorted(REPORT.glob("*.py")), ids=lambda p: p.name)
 def test_report_modules_import_no_estimation_code(path):
     for module, names in _imports(path):
-        if path.name == "outputs.py" and (module, set(names)) in (("evaluation.pipeline", {"StudyRun"}),
-                                                                  ("evaluation.multiverse", {"MultiverseResult"})):
-            continue  # the writer of results/ takes finished runs (containers); it does not run them
         if module == "evaluation.estimators.names":
             continue  # the estimators' names and titles: constants
         assert not module.startswith(COMPUTE), f"{path.name} imports {module}"

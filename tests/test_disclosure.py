@@ -320,7 +320,7 @@ def published(small_store, tmp_path_factory):
     from evaluation.cli import main
     from evaluation.data.panels import load_study_data
     from evaluation.pipeline import run_study
-    from evaluation.report.outputs import write_results
+    from evaluation.publish.writers import write_results
     from evaluation.study import load_study
 
     root = tmp_path_factory.mktemp("disclosure")

@@ -118,7 +118,7 @@ def results_dir(small_store, tmp_path_factory):
     from evaluation.cli import main
     from evaluation.data.panels import load_study_data
     from evaluation.pipeline import run_study
-    from evaluation.report.outputs import write_results
+    from evaluation.publish.writers import write_results
 
     root = tmp_path_factory.mktemp("mv_results")
     study = _study()
@@ -177,7 +177,7 @@ def test_serial_and_two_dask_workers_write_identical_bytes(results_dir, small_st
 
     from evaluation.data.panels import load_study_data
     from evaluation.multiverse import run_multiverse
-    from evaluation.report.outputs import write_multiverse
+    from evaluation.publish.writers import write_multiverse
 
     study = _study()
     data = load_study_data(small_store, study)
@@ -196,7 +196,7 @@ def test_a_later_run_of_the_study_keeps_the_multiverse(results_dir, small_store,
 
     from evaluation.data.panels import load_study_data
     from evaluation.pipeline import run_study
-    from evaluation.report.outputs import write_results
+    from evaluation.publish.writers import write_results
 
     root = tmp_path / "results"
     shutil.copytree(results_dir, root)

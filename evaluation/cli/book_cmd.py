@@ -83,7 +83,7 @@ def _demo(args) -> int:
     from evaluation.errors import InputError, problem
     from evaluation.data.panels import load_study_data
     from evaluation.multiverse import run_multiverse
-    from evaluation.report.outputs import write_multiverse, write_results
+    from evaluation.publish.writers import write_multiverse, write_results
     from evaluation.runner import run_studies
     from evaluation.study import load_study
 
@@ -116,7 +116,7 @@ def _demo(args) -> int:
             path, content = write_multiverse(mv, args.results)
             say(f"    {content['summary']['specifications']} specifications -> {path}/multiverse.json")
     from evaluation.cli.self_eval_cmd import load_all
-    from evaluation.report.outputs import write_self_evaluation
+    from evaluation.publish.writers import write_self_evaluation
     from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership, \
         self_evaluate
 

@@ -31,7 +31,7 @@ def _multiverse(args) -> int:
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
     from evaluation.multiverse import default_grid, run_multiverse
-    from evaluation.report.outputs import write_multiverse
+    from evaluation.publish.writers import write_multiverse
     from evaluation.study import load_study
 
     study = load_study(args.study)

@@ -44,7 +44,7 @@ def _run(args) -> int:
 
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
-    from evaluation.report.outputs import write_self_evaluation
+    from evaluation.publish.writers import write_self_evaluation
     from evaluation.self_evaluation import (SelfEvaluationSpec, read_schools_file, schools_of_partnership,
                                             self_evaluate)
 

@@ -70,7 +70,7 @@ def _validate(args) -> int:
 def _run(args) -> int:
     from evaluation.data.store import Store
     from evaluation.errors import InputError, problem
-    from evaluation.report.outputs import write_results
+    from evaluation.publish.writers import write_results
     from evaluation.runner import run_studies
     from evaluation.study import load_study
 

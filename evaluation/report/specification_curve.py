@@ -2,7 +2,7 @@
 curve figure) and the chapter section that shows it.
 
 The multiverse lives beside the study's results, not inside them: ``impact run`` replaces
-``results/<id>/`` as a whole (``report.outputs.write_results`` swaps in a fresh directory), so
+``results/<id>/`` as a whole (``publish.writers.write_results`` swaps in a fresh directory), so
 a multiverse written inside would vanish at the next run. Study ids cannot contain a dot, so
 ``<id>.multiverse`` never collides with a study, and the book's result scan skips it (no
 result.json). The chapter shows the section only when the multiverse was computed from the same
@@ -10,7 +10,7 @@ study definition and data as the chapter's result.json (spec hash and data finge
 otherwise it says the multiverse is out of date.
 
 Disclosure control (``evaluation.publish.disclosure.control_multiverse``, applied by the writer
-``evaluation.report.outputs.write_multiverse``) follows the study's ``[disclosure]`` policy
+``evaluation.publish.writers.write_multiverse``) follows the study's ``[disclosure]`` policy
 (``evaluation.publish.disclosure.DisclosurePolicy``): a specification whose partnership or
 comparison schools are fewer than the threshold publishes no numbers, and counts below the
 threshold quoted in the reasons a specification could not be estimated are replaced by "fewer

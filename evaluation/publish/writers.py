@@ -1,4 +1,6 @@
-"""Write a study run to ``results/<id>/``: result.json, tables (CSV) and figures (PNG).
+"""The writers of ``results/``: a study run to ``results/<id>/`` (result.json, tables (CSV),
+figures (PNG)), a self-evaluation to ``results/self-evaluations/<name>/`` and a multiverse to
+``results/<id>.multiverse/``, each after disclosure control (``evaluation.publish.disclosure``).
 
 Everything is written into a temporary sibling directory first and swapped into
 place at the end, so a failed or interrupted run never leaves a half-written or
