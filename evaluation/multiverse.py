@@ -34,7 +34,9 @@ from __future__ import annotations
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
+
 import numpy as np
+from pydantic import ValidationError
 
 from evaluation import __version__
 from evaluation.data.schema import load_schema
@@ -45,7 +47,7 @@ from evaluation.executors import map_ordered
 from evaluation.spec import build_spec
 from evaluation.stages.cohort import StudyData, build_cohort, data_fingerprint
 from evaluation.stages.estimate import headline_of
-from evaluation.stages.match import match_cohorts, pooled_balance
+from evaluation.stages.match import match_cohorts, pooled_balance, treated_lost
 from evaluation.stages.panel import analysis_panel
 from evaluation.result_schema import MULTIVERSE_SCHEMA_VERSION
 from evaluation.study import Study
@@ -364,6 +366,13 @@ class SpecResult:
     failure: str | None = None
     agrees: bool | None = None  # with the headline (AGREEMENT_RULE); None when not estimated
     withheld: str | None = None  # set by disclosure control when publishing: why the numbers are not shown
+    # set by disclosure control when publishing: the school counts are withheld (None) and each is at
+    # least this many (the threshold), because differences between them would reveal the study's
+    # withheld sample flow
+    schools_at_least: int | None = None
+    # the partnership schools lost at each step of this specification's sample flow
+    # (``stages.match.treated_lost``): read by disclosure control, never written
+    treated_lost: dict | None = None
 
     @property
     def estimated(self) -> bool:
@@ -374,7 +383,9 @@ class SpecResult:
         return None if not self.estimated else bool(self.ci_low > 0 or self.ci_high < 0)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "excludes_zero": self.excludes_zero}
+        out = {**asdict(self), "excludes_zero": self.excludes_zero}
+        del out["treated_lost"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -407,8 +418,9 @@ def _run_task(data: StudyData, task: _Task) -> list[SpecResult]:
         why = "matching: " + _reason(err)
         return [SpecResult(s.index, s.choices, s.headline, failure=why) for s in task.specs]
     treated = panel["cohort"] > 0
-    counts = dict(treated_schools=int(panel.loc[treated, "urn"].nunique()),
-                  comparison_schools=int(panel.loc[~treated, "urn"].nunique()))
+    n_t = int(panel.loc[treated, "urn"].nunique())
+    counts = dict(treated_schools=n_t, comparison_schools=int(panel.loc[~treated, "urn"].nunique()),
+                  treated_lost=treated_lost(len(cohort.treated), matched, n_t))
     smd = bal["smd_after"].abs()
     max_smd = float(smd.max()) if smd.notna().any() else None
     base = build_spec(study)
@@ -435,6 +447,11 @@ def _reason(err: Exception) -> str:
     return err.render() if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
 
 
+def _validation_words(err: ValidationError) -> str:
+    """What pydantic found wrong, key by key, without its version-specific help address."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in err.errors())
+
+
 def _tasks(study: Study, grid: Grid, specs: list[Specification]) -> list[_Task]:
     groups: dict[tuple, list[Specification]] = {}
     for s in specs:
@@ -444,8 +461,10 @@ def _tasks(study: Study, grid: Grid, specs: list[Specification]) -> list[_Task]:
         try:
             variant = variant_study(study, grid, members[0])
             failure = None
-        except Exception as err:  # noqa: BLE001 - a pydantic ValidationError: the combination is not valid
-            variant, failure = None, f"not a valid study definition: {err}"
+        except ValidationError as err:  # the combination is not a valid study definition
+            variant, failure = None, f"not a valid study definition: {_validation_words(err)}"
+        except InputError as err:
+            variant, failure = None, f"not a valid study definition: {err.render()}"
         tasks.append(_Task(variant, tuple(members), tuple(m.choices["estimator"] for m in members), failure))
     return tasks
 

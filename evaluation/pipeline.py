@@ -31,7 +31,7 @@ from evaluation.stages.diagnose import diagnose
 from evaluation.stages.effects import effect_size, effects_block
 from evaluation.stages.estimate import (_estimate_entry, _event_rows, alternative_clusterings, headline_of,
                                         run_estimators)
-from evaluation.stages.match import SMD_THRESHOLD, MatchedCohort, match_cohorts, pooled_balance
+from evaluation.stages.match import SMD_THRESHOLD, MatchedCohort, match_cohorts, pooled_balance, treated_lost
 from evaluation.stages.panel import analysis_panel
 from evaluation.stages.power import planned_power
 from evaluation.study import Study
@@ -79,11 +79,8 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
     power = planned_power(study, data)
     say("[6/6] assembling the result")
     treated_found = len(cohort.treated)
-    lost = {"too_few_pre_years": sum(m.counts["treated_few_pre_years"] for m in matched),
-            "missing_covariates": sum(m.counts["treated_missing_covariates"] for m in matched),
-            "no_match_within_caliper": sum(m.counts.get("treated_unmatched", 0) for m in matched)}
     analysed = panel.loc[panel["cohort"] > 0, "urn"].nunique()
-    lost["no_outcome_in_window"] = treated_found - sum(lost.values()) - analysed
+    lost = treated_lost(treated_found, matched, int(analysed))
     controls = panel.loc[panel["cohort"] == 0, "urn"].nunique()
     counts = {
         "treated_found": treated_found, "treated_analysed": int(analysed), "treated_lost": lost,

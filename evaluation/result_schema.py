@@ -16,6 +16,10 @@ re-derived by each reader. Self-evaluation results (version 1 had no contract) g
 ``schema_version = 3``. Numbers are unchanged. Older files fail validation with a message
 naming the version: re-run the study (``impact run``) to upgrade them.
 
+Within version 3, published files may hold nulls where disclosure control withholds the sample
+flow (``Counts.treated_found``, ``attrition``, ``treated_lost`` values; ``CohortCount.treated``,
+``treated_matched``); a compute result (``run_study``) never does.
+
 Migration 1 -> 2: adds ``headline``, ``clustering``, ``effects`` and ``verdict``.
 
 ``data_schemas/result.schema.json`` is generated from these models
@@ -96,17 +100,25 @@ class OutcomeInfo(_Open):
 
 
 class CohortCount(_Open):
+    """One joining cohort: partnership schools entering matching (``treated``), matched, and comparison
+    schools matched. ``treated`` and ``treated_matched`` are null when disclosure control withholds the
+    sample flow (``evaluation.publish.disclosure.flow_withheld``)."""
+
     g: int
-    treated: int
-    treated_matched: int
+    treated: int | None
+    treated_matched: int | None
     comparison_matched: int
 
 
 class Counts(_Open):
-    treated_found: int
+    """The sample. ``treated_found``, ``attrition`` and every ``treated_lost`` reason are null when
+    disclosure control withholds the sample flow as a block (a number of schools lost at a step is
+    below the threshold, and the others would reveal it); ``treated_analysed`` is always given."""
+
+    treated_found: int | None
     treated_analysed: int
-    treated_lost: dict[str, int]
-    attrition: float
+    treated_lost: dict[str, int | None]
+    attrition: float | None
     partnerships: int
     comparison_pool: int
     comparison_matched: int

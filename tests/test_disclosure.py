@@ -1,7 +1,10 @@
 """Disclosure control (``evaluation.publish.disclosure``): the suppression rules with hand-computed
-expectations, the study's ``[disclosure]`` threshold, and the done-when check: a study whose
-smallest cohort has fewer schools than the threshold publishes no count, school or map point of
-that cohort (the built book, its source and results/<id>/ are scanned)."""
+expectations (the sample flow withheld as a block or published in full, counts of schools in
+texts, placebo notes), the study's ``[disclosure]`` threshold, and the done-when check: a study
+whose smallest cohort has fewer schools than the threshold publishes no count, school or map point
+of that cohort, and a study that loses fewer than the threshold at some step publishes nothing that
+gives found minus analysed or a lost reason (the built book, its source and results/<id>/ are
+scanned)."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import pandas as pd
 import pytest
 
 from evaluation.errors import InputError
-from evaluation.publish.disclosure import (PRIMARY, SECONDARY, DisclosurePolicy, control_self_evaluation,
-                                           control_study, event_time_rows, suppress_cells, suppress_table)
+from evaluation.publish.disclosure import (POWER_FLOW_KEYS, PRIMARY, SECONDARY, WITHHELD, DisclosurePolicy,
+                                           _small_numbers, control_self_evaluation, control_study, event_time_rows,
+                                           flow_withheld, suppress_cells, suppress_table)
 
 ROOT = Path(__file__).parent.parent
 STUDIES = ROOT / "studies"
@@ -124,46 +128,79 @@ PLACEBO_DETAIL = ("placebo joining dates (1 year(s) early: 0.50 points, p = 0.40
                   "0.017 for 3 dates)")
 
 
+ATTRITION_LOCK = "attrition: 25% of the partnership schools were lost from the analysis; 4 padlocks allow at most 20%"
+ATTRITION_CAVEAT = ("25% of the partnership schools could not be matched or had too little data and are not in the "
+                    "comparison.")
+DEFINITION = {"cohort": {"phase": "secondary", "partnership_types": ["multi_academy_trust"],
+                         "joined_between": [2014, 2016], "sponsor_led": None},
+              "comparison": {"exclude_types": []}}
+MATCHING = {"method": "nearest", "covariates": ["pre_level"], "ratio": 3, "replace": False, "caliper": 0.2,
+            "exact": ["phase"], "balance": [], "comparison_pool_rule": ["comparison pool: schools that never joined"]}
+
+
 def _result() -> dict:
-    """A small result.json content: three cohorts, 2016 with 5 matched schools."""
+    """A small result.json content. Three cohorts, 2016 with 5 matched schools. The sample flow: 48
+    partnership schools found; 2 lost for a missing matching characteristic (before matching), so 46
+    enter matching (20 + 15 + 11); 10 lost at the caliper, so 36 matched (19 + 12 + 5) and analysed."""
     rows = lambda es: [{"e": e, "estimate": 0.1 * e, "se": 1.0, "ci_low": -1.0, "ci_high": 1.0, "p": 0.5}
                        for e in es]
     return {
-        "study": {"id": "toy", "definition": {}},
-        "counts": {"treated_found": 50, "treated_analysed": 36, "attrition": 0.28, "partnerships": 20,
+        "study": {"id": "toy", "definition": copy.deepcopy(DEFINITION)},
+        "matching": copy.deepcopy(MATCHING),
+        "counts": {"treated_found": 48, "treated_analysed": 36, "attrition": 0.25, "partnerships": 20,
                    "comparison_pool": 500, "comparison_matched": 90, "school_years": 900, "clusters": 110,
-                   "treated_lost": {"missing_covariates": 3, "no_match_within_caliper": 11,
+                   "treated_lost": {"missing_covariates": 2, "no_match_within_caliper": 10,
                                     "too_few_pre_years": 0, "no_outcome_in_window": 0},
                    "cohorts": [{"g": 2014, "treated": 20, "treated_matched": 19, "comparison_matched": 50},
                                {"g": 2015, "treated": 15, "treated_matched": 12, "comparison_matched": 30},
-                               {"g": 2016, "treated": 8, "treated_matched": 5, "comparison_matched": 14}]},
+                               {"g": 2016, "treated": 11, "treated_matched": 5, "comparison_matched": 14}]},
         "event_study": {"callaway_santanna": rows(range(-2, 4))},
         "trends": [{"group": grp, "e": e, "mean": 50.0, "n_schools": 36 if grp == "partnership" else 90}
                    for grp in ("comparison", "partnership") for e in range(-2, 4)],
         "synthetic_truth": None,
         "diagnostics": {"placebo_dates": {"placebos": [
             {"k": 1, "cohorts": [2013, 2014, 2015], "estimate": 0.5, "p": 0.4, "treated_schools": 30,
-             "comparison_schools": 80},
+             "comparison_schools": 80,
+             "notes": ["9 partnership school-years from the real joining year on stay in the panel",
+                       "cohort 2014 in period 2013 has treated observations in only one cluster",
+                       "inference: jackknife, t with G1 - 1 = 9 df, window [-3, 0]"]},
             {"k": 2, "cohorts": [2012, 2013], "estimate": 1.2, "p": 0.03, "treated_schools": 28,
-             "comparison_schools": 70},
+             "comparison_schools": 70, "notes": []},
             {"k": 3, "cohorts": [2011], "estimate": -0.7, "p": 0.0001, "treated_schools": 15,
-             "comparison_schools": 9}]}},
+             "comparison_schools": 9, "notes": []}]}},
         "verdict": {"checks": [
             {"name": "pretrend", "failed": False, "detail": "pre-trend test p = 0.2; largest pre-joining difference "
                                                             "1.00 points at e = -2"},
             {"name": "placebo", "failed": True, "detail": PLACEBO_DETAIL}]},
-        "effects": {"padlock_reasons": [f"threat: pretending the schools joined earlier ({PLACEBO_DETAIL})"],
-                    "placebo_g": [{"k": 1, "g": 0.01}, {"k": 2, "g": 0.03}, {"k": 3, "g": -0.02}]},
-        "summary": {"answer": f"We cannot tell: the checks failed ({PLACEBO_DETAIL}).", "caveat": "none"},
+        "effects": {"padlock_reasons": [ATTRITION_LOCK,
+                                        f"threat: pretending the schools joined earlier ({PLACEBO_DETAIL})"],
+                    "placebo_g": [{"k": 1, "g": 0.01}, {"k": 2, "g": 0.03}, {"k": 3, "g": -0.02}],
+                    "mdes": 0.31234567},
+        "summary": {"answer": f"We cannot tell: the checks failed ({PLACEBO_DETAIL}).", "caveat": ATTRITION_CAVEAT},
         "power": {"cohorts": [{"g": 2014, "treated": 20, "treated_dropped": 1, "eligible_pool": 100},
-                              {"g": 2015, "treated": 15, "treated_dropped": 3, "eligible_pool": 100},
-                              {"g": 2016, "treated": 8, "treated_dropped": 3, "eligible_pool": 100}],
-                  "cluster_sizes": [3, 2, 1], "schools_treated": 43,
-                  "notes": ["7 partnership school(s) lack the pre-joining years", "comparison schools: 3 per school"]},
+                              {"g": 2015, "treated": 15, "treated_dropped": 0, "eligible_pool": 100},
+                              {"g": 2016, "treated": 11, "treated_dropped": 1, "eligible_pool": 100}],
+                  "cluster_sizes": [3, 2, 1], "schools_treated": 46, "schools_comparison": 138,
+                  "clusters_treated": 20, "hedges_j": 1 - 3 / (4 * 184 - 9), "se": 0.1, "df": 40.0,
+                  "design_effect": 1.02, "mdes": 0.31234567, "mdes_raw": 2.5, "icc": 0.02, "var_change": 9.0,
+                  "notes": ["2 partnership school(s) lack the pre-joining years", "comparison schools: 3 per school"]},
         "estimators_not_computed": {"imputation": "cohort 2016 in period 2016 has treated observations in only "
                                                   "one cluster (6 observation(s) affected)"},
         "estimates": {"twfe": {"notes": ["cohort 2015.0 has one partnership", "clustered by partnership"]}},
     }
+
+
+def _published_flow() -> dict:
+    """The toy with no partnership school lost before matching: every reason is 0 or at least 10."""
+    r = _result()
+    r["counts"].update(treated_found=46, attrition=10 / 46)
+    r["counts"]["treated_lost"]["missing_covariates"] = 0
+    for row in r["power"]["cohorts"]:
+        row["treated_dropped"] = 0
+    r["power"]["notes"] = r["power"]["notes"][1:]
+    r["effects"]["padlock_reasons"][0] = ATTRITION_LOCK.replace("25%", "22%")
+    r["summary"]["caveat"] = ATTRITION_CAVEAT.replace("25%", "22%")
+    return r
 
 
 def _coverage() -> pd.DataFrame:
@@ -198,12 +235,10 @@ def test_control_study_by_hand():
     out = control_study(raw, DisclosurePolicy(), frames=frames, links=links, coverage=_coverage())
     r = out.result
     assert raw == before  # the compute result is not touched
-    # cohort table: 2016 (8 found, 5 matched) primary; alone -> 2015 (15 < 20 found) secondary
+    # cohort table: 2016 (11 entering matching, 5 matched) primary; alone -> 2015 (15 < 20) secondary
     assert [g["g"] for g in r["counts"]["cohorts"]] == [2014]
     cohort_items = {s["key"]: s["rule"] for s in r["disclosure"]["suppressed"] if s["table"] == "counts.cohorts"}
     assert cohort_items == {2016: P, 2015: S} and out.suppressed_cohorts == [2015, 2016]
-    # lost reasons: 3 primary, alone -> 11 secondary; the zeros stay (and nothing suppressed shows as 0)
-    assert r["counts"]["treated_lost"] == {"too_few_pre_years": 0, "no_outcome_in_window": 0}
     # totals and the overall counts stay
     assert r["counts"]["treated_analysed"] == 36 and r["counts"]["comparison_matched"] == 90
     # e = 3 draws on 2015 but not 2016: removed from the event study and both trend groups
@@ -219,21 +254,25 @@ def test_control_study_by_hand():
     placebo = r["verdict"]["checks"][1]
     assert placebo["detail"] == want and placebo["failed"] is True  # the check's result stays
     assert r["verdict"]["checks"][0]["detail"] == before["verdict"]["checks"][0]["detail"]  # e = -2 kept
-    assert want in r["effects"]["padlock_reasons"][0] and want in r["summary"]["answer"]
+    assert want in r["effects"]["padlock_reasons"][1] and want in r["summary"]["answer"]
     assert "1.20" not in json.dumps(r["verdict"]) + json.dumps(r["summary"]) + json.dumps(r["effects"])
-    # planned power: found 20, 15, 8 -> 2016 primary, 2015 secondary; left out 1, 3, 3 (total 7 < 10) all
+    # placebo notes: the count of 9 school-years becomes "fewer than 10"; the note about placebo cohort
+    # 2014 (the 2015 cohort moved one year early: suppressed) goes; window and df stay as they were
+    assert r["diagnostics"]["placebo_dates"]["placebos"][0]["notes"] == [
+        "fewer than 10 partnership school-years from the real joining year on stay in the panel",
+        "inference: jackknife, t with G1 - 1 = 9 df, window [-3, 0]"]
+    # planned power: the counts of the suppressed cohorts go (and, the flow being withheld, all of them)
     pw = {row["g"]: row for row in r["power"]["cohorts"]}
-    assert pw[2014]["treated"] == 20 and pw[2015]["treated"] is None and pw[2016]["treated"] is None
-    assert all(row["treated_dropped"] is None for row in pw.values())
+    assert all(row["treated"] is None and row["treated_dropped"] is None for row in pw.values())
     assert all(row["eligible_pool"] == 100 for row in pw.values())
     assert r["power"]["cluster_sizes"] is None
-    assert r["power"]["notes"][0] == "fewer than 10 partnership school(s) lack the pre-joining years"
     # texts naming a suppressed cohort are withheld
     assert "2016" not in r["estimators_not_computed"]["imputation"]
     assert r["estimates"]["twfe"]["notes"][1] == "clustered by partnership"
     assert "2015" not in r["estimates"]["twfe"]["notes"][0]
-    # school rows, pairs and map points of 2015 and 2016 go; comparison school 900 was also matched
-    # in 2014 and stays, 901 (2016 only) and 902 (2015 only) go
+    # tables/cohort.csv: the analysed partnership schools of published cohorts only; pairs and map
+    # points of 2015 and 2016 go; comparison school 900 was also matched in 2014 and stays, 901
+    # (2016 only) and 902 (2015 only) go
     assert out.frames["cohort"]["urn"].tolist() == [201401]
     assert out.frames["matched_pairs"]["treated_id"].tolist() == [201401]
     assert out.frames["schools"]["urn"].tolist() == [201401, 900]
@@ -241,8 +280,103 @@ def test_control_study_by_hand():
     assert rec["threshold"] == 10 and rec["default_threshold"] == 10 and rec["lowered"] is False
     assert "ONS Secure Research Service" in rec["rule"]
     assert all(s["rule"] in (P, S) and s["reason"] and s["what"] for s in rec["suppressed"])
-    # a published total that is itself small is listed as knowingly left in, never silently
-    assert any(k["table"] == "counts.treated_lost" for k in rec["not_suppressed"])
+
+
+def test_a_small_lost_reason_withholds_the_sample_flow_as_a_block(tmp_path):
+    """2 schools lost for a missing characteristic: alone it is 48 - 46 (found minus entering matching),
+    the caliper's 10 is 46 - 36, and 46 is the cohort table's 20 + 15 + 11, the planned power's
+    schools_treated, 184 / (1 + 3) from its Hedges' J, ... So every one of them goes."""
+    from evaluation.report.chapter import _cohort_section, _disclosure_section
+    from evaluation.result_schema import Counts
+
+    raw = _result()
+    policy = DisclosurePolicy()
+    assert flow_withheld(raw["counts"]["treated_lost"], policy)
+    frames, links = _frames()
+    r = control_study(raw, policy, frames=frames, links=links, coverage=_coverage()).result
+    c = r["counts"]
+    assert c["treated_found"] is None and c["attrition"] is None
+    assert c["treated_lost"] == dict.fromkeys(raw["counts"]["treated_lost"])  # every reason, zeros too
+    assert c["cohorts"] == [{"g": 2014, "treated": None, "treated_matched": None, "comparison_matched": 50}]
+    assert c["treated_analysed"] == 36 and c["comparison_matched"] == 90  # the study's N stays
+    pw = r["power"]
+    for key in ("schools_treated", "schools_comparison", "cluster_sizes", "hedges_j", "se", "df", "design_effect",
+                "mdes_raw", "icc", "var_change"):
+        assert pw[key] is None, key
+    assert all(row["treated"] is None and row["treated_dropped"] is None for row in pw["cohorts"])
+    assert pw["clusters_treated"] == 20 and pw["mdes"] == 0.31 and r["effects"]["mdes"] == 0.31
+    assert pw["notes"][0] == ("partnership schools (their number is withheld: disclosure control) lack the "
+                              "pre-joining years")
+    # no text states the share lost; the padlocks and the reasons' count stay
+    text = json.dumps(r)
+    assert "25%" not in text and not re.search(r"\d+% of the partnership schools", text)
+    assert r["effects"]["padlock_reasons"][0] == (
+        "attrition: a share of the partnership schools (the share is withheld: disclosure control) were lost from "
+        "the analysis; 4 padlocks allow at most 20%")
+    assert r["summary"]["caveat"].startswith("A share of the partnership schools (the share is withheld")
+    flow = [s for s in r["disclosure"]["suppressed"] if s["table"] == "counts.flow"]
+    assert len(flow) == 1 and "below 10, and the others would reveal it" in flow[0]["reason"]
+    assert any(k["table"] == "effects.padlocks" for k in r["disclosure"]["not_suppressed"])
+    Counts.model_validate(c)  # the contract allows the nulls
+    # the chapter shows the withheld numbers as such, and says why once
+    section = _cohort_section(r, tmp_path, tmp_path, "toy")
+    assert f"How many were found, and how many were lost at each step, is {WITHHELD}" in section
+    for words in ("a matching characteristic was missing", "no comparison school similar enough",
+                  "too few years of results", "no published result in the study window"):
+        assert re.search(rf"- {words}.*: {re.escape(WITHHELD)}", section), words
+    row = next(line for line in section.splitlines() if line.startswith("| 2014 |"))
+    assert row == f"| 2014 | {WITHHELD} | {WITHHELD} | 50 |"
+    assert not re.search(r"\b(48|46|12|2) \(", section)
+    disclosure = _disclosure_section(r)
+    assert disclosure.count("at least one of the numbers of partnership schools lost at a step is below 10, and the "
+                            "others would reveal it") == 1
+
+
+def test_a_flow_with_no_small_reason_is_published_in_full(tmp_path):
+    from evaluation.report.chapter import _cohort_section, _disclosure_section
+
+    raw = _published_flow()
+    assert not flow_withheld(raw["counts"]["treated_lost"], DisclosurePolicy())  # 0, 10, 0, 0
+    frames, links = _frames()
+    r = control_study(raw, frames=frames, links=links, coverage=_coverage()).result
+    c = r["counts"]
+    assert c["treated_found"] == 46 and c["attrition"] == 10 / 46
+    assert c["treated_lost"] == raw["counts"]["treated_lost"]
+    assert c["cohorts"] == [raw["counts"]["cohorts"][0]]  # 2015 and 2016 are suppressed cohorts
+    pw = r["power"]
+    assert pw["schools_treated"] == 46 and pw["schools_comparison"] == 138
+    assert pw["hedges_j"] == raw["power"]["hedges_j"]
+    assert pw["mdes"] == 0.31234567 and r["effects"]["mdes"] == 0.31234567
+    # the suppressed cohorts' planned-power counts still go; the zeros left out stay
+    assert [(row["treated"], row["treated_dropped"]) for row in pw["cohorts"]] == [(20, 0), (None, None),
+                                                                                    (None, None)]
+    assert r["effects"]["padlock_reasons"][0] == raw["effects"]["padlock_reasons"][0]
+    assert r["summary"]["caveat"] == raw["summary"]["caveat"]
+    rec = r["disclosure"]
+    assert not [s for s in rec["suppressed"] if s["table"] in ("counts.flow", "power", "counts.treated_lost")]
+    assert not [k for k in rec["not_suppressed"] if k["table"] in ("counts.treated_lost", "counts")]
+    # 2014: 20 entering matching, 19 matched: a difference of one school, knowingly left in
+    assert [k["key"] for k in rec["not_suppressed"] if k["table"] == "counts.cohorts"] == [[2014]]
+    section = _cohort_section(r, tmp_path, tmp_path, "toy")
+    assert "The study found 46 secondary schools" in section and "10 (22%) were lost:" in section
+    assert "- no comparison school similar enough (outside the caliper): 10" in section
+    assert "| 2014 | 20 | 19 | 50 |" in section and WITHHELD not in section
+    assert "lost at a step" not in _disclosure_section(r)
+
+
+def test_small_numbers_replaces_only_counts_of_schools():
+    f = "fewer than 10"
+    assert _small_numbers("9 partnership school-years stay", 10) == f"{f} partnership school-years stay"
+    assert _small_numbers("has 6 observation(s) in 1 cluster", 10) == f"has {f} observation(s) in 1 cluster"
+    assert _small_numbers("3 schools, 12 schools and 2 comparison schools", 10) == \
+        f"{f} schools, 12 schools and {f} comparison schools"
+    assert _small_numbers("2 partnership school(s) lack the pre-joining years", 10) == \
+        f"{f} partnership school(s) lack the pre-joining years"
+    for same in ("window [-3, 4]", "t with G1 - 1 = 9 df", "cohort 2016 in period 2016", "F = 0.40 (df 3, 98)",
+                 "cohorts [2014] left out", "1 year(s) early", "-4 schools", "0 schools", "3 per school",
+                 "2.5 schools", "the 5-year window"):
+        assert _small_numbers(same, 10) == same, same
+    assert _small_numbers("4 schools", 3) == "4 schools"  # a lowered threshold
 
 
 def test_a_check_text_in_an_unknown_format_is_withheld_whole():
@@ -258,8 +392,11 @@ def test_lowered_threshold_is_recorded_and_suppresses_less():
     policy = DisclosurePolicy(threshold=5, reason="agreed with the trusts")
     r = control_study(_result(), policy, frames=frames, links=links, coverage=_coverage()).result
     assert [g["g"] for g in r["counts"]["cohorts"]] == [2014, 2015, 2016]  # 5 matched is not below 5
-    # lost reasons: 3 < 5 primary, alone -> 11 secondary
-    assert r["counts"]["treated_lost"] == {"too_few_pre_years": 0, "no_outcome_in_window": 0}
+    # a lost reason of 2 < 5: the flow is withheld; under a threshold of 2 it is published
+    assert r["counts"]["treated_found"] is None
+    two = DisclosurePolicy(threshold=2, reason="agreed with the trusts")
+    r2 = control_study(_result(), two, frames=frames, links=links, coverage=_coverage()).result
+    assert r2["counts"]["treated_lost"] == _result()["counts"]["treated_lost"] and r2["counts"]["treated_found"] == 48
     assert [p["k"] for p in r["diagnostics"]["placebo_dates"]["placebos"]] == [1, 2, 3]
     rec = r["disclosure"]
     assert rec["threshold"] == 5 and rec["lowered"] is True and rec["reason"] == "agreed with the trusts"
@@ -390,15 +527,42 @@ def test_smallest_cohort_below_threshold_publishes_nothing_of_it(published):
             frame = pd.read_csv(results / sid / "tables" / f"{name}.csv")
             assert not set(frame.get("g", frame.get("cohort", pd.Series(dtype=int)))) & gone
 
-        # the cohort table shows 'suppressed' (not blank, not 0, not the count) for each suppressed cohort
+        # the sample flow: each example study loses fewer than 10 schools at some step, so it is withheld
+        # as a block, and nothing published gives found minus analysed, or a reason
+        assert flow_withheld(run.result["counts"]["treated_lost"], DisclosurePolicy()), "the test needs a small reason"
+        c = r["counts"]
+        assert c["treated_found"] is None and c["attrition"] is None and set(c["treated_lost"].values()) == {None}
+        assert all(g["treated"] is None and g["treated_matched"] is None for g in c["cohorts"])
+        assert c["treated_analysed"] == run.result["counts"]["treated_analysed"]
+        pw = r["power"]
+        assert all(pw[k] is None for k in POWER_FLOW_KEYS)
+        assert all(row["treated"] is None and row["treated_dropped"] is None for row in pw["cohorts"])
+        assert pw["mdes"] == round(pw["mdes"], 2) and r["effects"]["mdes"] == pw["mdes"]
+        # tables/cohort.csv lists exactly the analysed partnership schools of the published cohorts
+        listed = pd.read_csv(results / sid / "tables" / "cohort.csv")
+        treated = run.panel[run.panel["cohort"] > 0]
+        analysed_shown = set(treated.loc[~treated["cohort"].isin(gone), "urn"].astype(int))
+        assert len(listed) == len(analysed_shown) and set(listed["urn"]) == analysed_shown
+        lost = run.result["counts"]["treated_found"] - run.result["counts"]["treated_analysed"]
+        for path, text in texts:
+            if any(o in str(path) for o in others):
+                continue
+            assert not re.search(r"\d+(?:\.\d+)?% of the partnership schools", text), path
+            assert not re.search(r"\d+ partnership school\(s\) lack", text), path
+            assert f"{lost} ({round(100 * run.result['counts']['attrition'])}%)" not in text, path
+
+        # the cohort table shows 'suppressed' (not blank, not 0, not the count) for each suppressed cohort,
+        # and the withheld flow columns as such
         page = (build / "source" / "studies" / f"{sid}.md").read_text()
+        assert f"How many were found, and how many were lost at each step, is {WITHHELD}" in page
+        assert "lost at a step is below 10, and the others would reveal it" in page
         for g in raw:
             row = next(line for line in page.splitlines() if line.startswith(f"| {g['g']} |"))
             cells = [c.strip() for c in row.strip("|").split("|")]
             if g["g"] in gone:
                 assert cells[1:] == ["suppressed"] * 3, row
             else:
-                assert cells[1:] == [f"{g[k]:,}" for k in ("treated", "treated_matched", "comparison_matched")]
+                assert cells[1:] == [WITHHELD, WITHHELD, f"{g['comparison_matched']:,}"], row
         assert "## What is not shown (disclosure control)" in page
         html = (build / "html" / "studies" / f"{sid}.html").read_text()
         assert "What is not shown (disclosure control)" in html and ">suppressed<" in html

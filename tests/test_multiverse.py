@@ -144,8 +144,14 @@ def test_headline_cell_equals_the_full_runs_headline(results_dir):
     for key in ("estimate", "se", "ci_low", "ci_high", "p"):
         assert head[key] == pytest.approx(result["headline"][key], abs=1e-10, rel=0), key
     assert head["inference"] == result["headline"]["method"]
-    assert head["treated_schools"] == result["counts"]["treated_analysed"]
-    assert head["comparison_schools"] == result["counts"]["comparison_matched"]
+    # the study loses fewer than 10 schools at some step, so its sample flow is withheld, and the
+    # specifications' numbers of schools (whose differences would give those losses) are published
+    # only as "at least 10"
+    assert result["counts"]["treated_found"] is None
+    assert (head["treated_schools"], head["comparison_schools"], head["schools_at_least"]) == (None, None, 10)
+    assert all(x["treated_schools"] is None and x["comparison_schools"] is None for x in mv["specifications"])
+    assert all(x["schools_at_least"] == 10 for x in mv["specifications"] if x["estimate"] is not None)
+    assert "treated_lost" not in head
     assert mv["provenance"]["spec_hash"] == result["provenance"]["spec_hash"]
     assert mv["provenance"]["data_fingerprint"] == result["provenance"]["data_fingerprint"]
 
@@ -239,27 +245,63 @@ def test_disclosure_control_withholds_small_specifications():
 
     study = _study()
     grid = default_grid(study)
-    specs = grid.specifications()[:3]
+    specs = grid.specifications()[:4]
+    flow = {"too_few_pre_years": 0, "missing_covariates": 12, "no_match_within_caliper": 0, "no_outcome_in_window": 0}
     base = dict(estimate=1.0, se=0.5, ci_low=0.02, ci_high=1.98, p=0.04, inference="x", treated_schools=40,
-                comparison_schools=100, treated_clusters=30, agrees=True)
+                comparison_schools=100, treated_clusters=30, agrees=True, treated_lost=flow)
     rows = [SpecResult(specs[0].index, specs[0].choices, True, **base),
             SpecResult(specs[1].index, specs[1].choices, False, **{**base, "treated_schools": 7}),
             SpecResult(specs[2].index, specs[2].choices, False,
-                       failure="imputation: cohort 2016 in period 2016 has 6 observation(s) in 1 cluster")]
+                       failure="imputation: cohort 2016 in period 2016 has 6 observation(s) in 1 cluster, "
+                               "window [-3, 4], G1 - 1 = 9 df"),
+            SpecResult(specs[3].index, specs[3].choices, False, treated_schools=8, comparison_schools=30,
+                       failure="imputation: cohort 2014 has 3 partnership schools in 1 cluster")]
     mv = MultiverseResult(study.id, study.title, study.outcome.name, 0.05, "h", "f", grid, rows,
                           study.model_dump(mode="json"))
     record, published = control_multiverse(mv)
-    head, small, failed = published.specifications
+    head, small, failed, small_failed = published.specifications
     assert head.estimate == 1.0
+    # every lost reason is 0 or at least 10: the study's flow is published, and so are the counts
+    assert (head.treated_schools, head.comparison_schools, head.schools_at_least) == (40, 100, None)
     assert small.estimate is None and small.treated_schools is None and "disclosure" in small.withheld
-    assert failed.failure == "imputation: cohort 2016 in period 2016 has fewer than 10 observation(s) in " \
-                             "fewer than 10 cluster"
-    assert [x["key"] for x in record["suppressed"]] == [specs[1].index]
+    # a failure text keeps every number but the counts of schools below the threshold
+    assert failed.failure == "imputation: cohort 2016 in period 2016 has fewer than 10 observation(s) in 1 " \
+                             "cluster, window [-3, 4], G1 - 1 = 9 df"
+    # a withheld specification loses its failure text too (it is about too few schools)
+    assert small_failed.failure is None and small_failed.withheld and small_failed.treated_schools is None
+    assert [x["key"] for x in record["suppressed"]] == [specs[1].index, specs[3].index]
+    assert record["not_suppressed"] and all(x.treated_lost is None for x in published.specifications)
     s = published.summary
-    assert (s["estimated"], s["withheld"], s["not_estimated"]) == (1, 1, 1)
+    assert (s["estimated"], s["withheld"], s["not_estimated"]) == (1, 2, 1)
+    assert "treated_lost" not in published.to_dict()["specifications"][0]
+    # a lost reason of 1..9 in the headline's flow (the study's flow is withheld): the counts of every
+    # specification are published only as "at least 10"
+    small_flow = {**flow, "no_match_within_caliper": 7}
+    mv_small_flow = replace(mv, specifications=[replace(rows[0], treated_lost=small_flow), *rows[1:]])
+    record, published = control_multiverse(mv_small_flow)
+    head, small, failed, _ = published.specifications
+    assert (head.treated_schools, head.comparison_schools, head.schools_at_least) == (None, None, 10)
+    assert head.estimate == 1.0 and head.treated_clusters == 30
+    assert small.schools_at_least is None and small.withheld  # below the threshold: withheld, as before
+    assert any(x["key"] is None and "sample flow" in x["reason"] for x in record["suppressed"])
+    assert not record["not_suppressed"]
     mv_small_head = replace(mv, specifications=[replace(rows[0], comparison_schools=4), *rows[1:]])
     with pytest.raises(InputError, match="headline"):
         control_multiverse(mv_small_head)
+
+
+def test_an_invalid_combination_is_reported_without_pydantic_addresses():
+    from evaluation.multiverse import Grid, Level, _tasks, default_grid
+
+    study = _study()
+    full = default_grid(study)
+    levels = {d: lvs[:1] for d, lvs in full.levels.items()}
+    levels["window"] = (*full.levels["window"][:1], Level("window", "[0, 1]", "[0, 1]", "no pre-years", (0, 1)))
+    grid = Grid(levels, full.matching_configurations[:1])
+    tasks = _tasks(study, grid, grid.specifications())
+    bad = [t for t in tasks if t.study is None]
+    assert len(bad) == 1 and bad[0].failure.startswith("not a valid study definition: outcome.window: ")
+    assert "pydantic" not in bad[0].failure and "http" not in bad[0].failure
 
 
 # ----------------------------------------------------------------------------- the chapter

@@ -1,7 +1,8 @@
 """Disclosure control: the one place that decides which counts and statistics may be published.
 
 Everything written for publication (``results/<id>/``: result.json, tables, figures, the map;
-the book reads only that) passes through :func:`control_study` first. Pure functions: no I/O.
+``results/<id>.multiverse/``; the book reads only those) passes through :func:`control_study`
+(or :func:`control_multiverse`) first. Pure functions: no I/O.
 
 The rules follow the ONS Secure Research Service (SRS) output-checking rules of thumb
 (ONS SRS Output Checking Guidance, "default SDC rules of thumb"; Statistics and Registration
@@ -20,26 +21,68 @@ Service Act 2007 s.39):
 
 Applied to a study:
 
-* the cohort table (one row per joining cohort: partnership schools found, matched, and
-  comparison schools matched; totals in ``counts``): a cohort with any count below the
+* **the cohort table** (one row per joining cohort: partnership schools entering matching,
+  matched and analysed, and comparison schools matched): a cohort with any count below the
   threshold is suppressed as a whole (primary), then cohorts are added by the secondary rule.
   Suppressed cohorts leave ``counts.cohorts``; their schools leave the published school rows,
   the map and the matched pairs (a comparison school stays only if it was also matched to a
   published cohort); their rows in the planned-power table lose their counts;
-* statistics by year since joining (event study, trends, planted effects) and placebo
+* **the sample flow, withheld as a block** (:func:`flow_withheld`). The partnership schools
+  found and those lost at each step (``counts.treated_lost``: too few pre-joining years and a
+  missing matching characteristic before matching, no comparison school within the caliper at
+  matching, no outcome in the window after it) are tied to many other numbers: the schools
+  analysed, the cohort table's schools entering matching and matched, the planned power's
+  schools (and the ingredients it is computed from), the attrition percentage, the schools
+  listed in ``tables/cohort.csv``. Suppressing single cells cannot protect them. So **if any
+  number of schools lost at a step is between 1 and the threshold - 1, the whole flow is
+  withheld**: ``treated_found``, ``attrition``, every ``treated_lost`` reason, the cohort
+  table's ``treated`` and ``treated_matched`` columns, the planned power's schools
+  (``schools_treated``, ``schools_comparison``, per-cohort ``treated`` and ``treated_dropped``,
+  ``cluster_sizes``) and every ingredient of the planned power they could be worked out from
+  (design effect, Hedges' J, standard error, degrees of freedom, multiplier, MDES in the
+  outcome's units, ICC and the serial-correlation estimates); the MDES is published to 2
+  decimals (``power.mdes`` and ``effects.mdes``). The words that state these numbers are
+  reworded: the power note's count, the attrition percentage in the padlock reasons, the
+  summary's caveat and the checks' texts. What stays: the partnership schools analysed (the
+  study's N, at least the threshold) and the comparison schools. When every reason is 0 or at
+  least the threshold, the flow is published in full: every difference of its published totals
+  is then a sum of reasons, so 0 or at least the threshold too;
+* **``tables/cohort.csv``** lists only the analysed partnership schools of published cohorts,
+  never the schools found (with the per-cohort counts those would give the schools lost in each
+  cohort) and never a school of a suppressed cohort;
+* **statistics by year since joining** (event study, trends, planted effects) and placebo
   estimates draw on the cohorts observed there: a row is removed when it rests on fewer schools
   than the threshold, or when it draws on some but not all suppressed cohorts (it would single
   them out). A row over every suppressed cohort together, like the overall estimate, stays;
-* reasons partnership schools were lost: cells, with the secondary rule against their total;
-* texts that name a suppressed cohort (why an estimator was not computed, estimator notes) are
-  withheld, and the design checks' texts lose the numbers of removed rows (the answer, the
-  padlocks and the check results stay those of the full analysis);
+* **texts**: those that name a suppressed cohort (why an estimator was not computed, estimator
+  notes) are withheld, placebo notes that name one (as its real year g, or as g - k, the year
+  the placebo for joining k years early moves it to) are removed, the design checks' texts lose
+  the numbers of removed rows (the answer, the padlocks and the check results stay those of the
+  full analysis), and in every note a count of schools below the threshold (a number followed by
+  "school(s)", "partnership school-years", "observation(s)", ...) becomes "fewer than N"; other
+  numbers (negative numbers, years, event windows, degrees of freedom) are left as they are;
 * the overall estimate stays when the partnership and comparison schools analysed are each at
   least the threshold; otherwise nothing of the study can be published (an InputError).
 
 Suppressed values are left out (or null where the contract allows it), never shown as 0; the
 ``disclosure`` block of result.json lists each, with the rule and the reason, and what was
-knowingly left in (``not_suppressed``).
+knowingly left in (``not_suppressed``):
+
+* when the flow is published, differences of two published counts of one cohort (schools
+  entering matching minus matched, matched minus analysed) below the threshold: they are not
+  treated as cells of a table;
+* when the flow is withheld and attrition cost padlocks, the number of padlocks lost to it: it
+  shows the 10-point band of the rating rule (``evaluation.effects.ATTRITION_CAPS``) the
+  attrition falls in, not the share. The padlocks are part of the answer;
+* when no coverage by year since joining is given, that rows by year were not checked.
+
+The multiverse (:func:`control_multiverse`): a specification resting on fewer than the
+threshold of partnership or comparison schools keeps its choices but loses its numbers and any
+failure text; counts of schools below the threshold in failure texts become "fewer than N";
+and when the headline specification's sample flow must be withheld (the same rule as the
+study's), the numbers of schools of every specification are published only as "at least the
+threshold" (``schools_at_least``), since their differences (no caliper minus caliper, ...)
+would reveal the schools lost at a step.
 """
 
 from __future__ import annotations
@@ -51,6 +94,7 @@ from typing import Hashable, Iterable, Mapping
 
 import pandas as pd
 
+from evaluation.effects import round2
 from evaluation.errors import InputError, problem
 from evaluation.multiverse import MultiverseResult
 from evaluation.study import DISCLOSURE_DEFAULT_THRESHOLD
@@ -210,16 +254,34 @@ def _item(table: str, key, rule: str, reason: str, what: str) -> dict:
     return {"table": table, "key": key, "rule": rule, "reason": reason, "what": what}
 
 
+def flow_withheld(lost: Mapping[str, int | None], policy: DisclosurePolicy) -> bool:
+    """The sample-flow rule: the flow (schools found, lost at each step, attrition, and every number
+    they follow from) is withheld as a block when any number of partnership schools lost at a step
+    is between 1 and the threshold - 1."""
+    return any(policy.small(n) for n in lost.values())
+
+
+FLOW_REASON = ("at least one of the numbers of partnership schools lost at a step is below {t}, and the others "
+               "would reveal it")
+#: The planned-power numbers the partnership schools entering matching can be worked out from.
+POWER_FLOW_KEYS = ("schools_treated", "schools_comparison", "cluster_sizes", "design_effect", "hedges_j", "se", "df",
+                   "multiplier", "mdes_raw", "icc", "serial_correlation", "autocorrelation", "within_school_sd",
+                   "semivariogram", "var_change", "var_change_direct")
+ATTRITION_WORDS = re.compile(r"\d+(?:\.\d+)?% of the partnership schools")
+ATTRITION_WITHHELD = "a share of the partnership schools (the share is withheld: disclosure control)"
+
+
 def control_study(result: dict, policy: DisclosurePolicy | None = None, *,
                   frames: Mapping[str, pd.DataFrame] | None = None, links: pd.DataFrame | None = None,
                   coverage: pd.DataFrame | None = None) -> Published:
     """Disclosure control of a study's result.json content and the per-school frames written beside it.
 
-    ``frames``: ``cohort`` (urn, g, ...: the partnership schools found), ``matched_pairs``
-    (treated_id, control_id, cohort) and ``schools`` (urn, group, ...: the map). ``links``: urn,
-    g, treated: every analysed school with the cohort(s) it belongs to (a comparison school may
-    be matched in several). ``coverage``: g, e, urn: the partnership schools' outcome rows in the
-    analysis panel by year since joining. Returns copies; the inputs are not changed.
+    ``frames``: ``cohort`` (urn, g, ...: the partnership schools found, with ``analysed`` when
+    known), ``matched_pairs`` (treated_id, control_id, cohort) and ``schools`` (urn, group, ...:
+    the map). ``links``: urn, g, treated: every analysed school with the cohort(s) it belongs to
+    (a comparison school may be matched in several). ``coverage``: g, e, urn: the partnership
+    schools' outcome rows in the analysis panel by year since joining. Returns copies; the inputs
+    are not changed.
 
     Raises InputError when the schools analysed (partnership or comparison) are fewer than the
     threshold: then no statistic of the study may be published."""
@@ -240,9 +302,15 @@ def control_study(result: dict, policy: DisclosurePolicy | None = None, *,
                 f"would rest on too few schools. Widen the cohort, or set [disclosure] threshold lower with a "
                 f"reason", column="disclosure.threshold", value=t))
 
-    # -- the cohort table, row by row, against the totals in counts
+    # -- the cohort table, row by row, against the totals in counts; with the partnership schools
+    #    analysed in each cohort (tables/cohort.csv lists them) as one more column
+    analysed_in = ({} if coverage is None or not len(coverage) else
+                   {int(g): int(n) for g, n in coverage.groupby("g")["urn"].nunique().items()})
     cols = ("treated", "treated_matched", "comparison_matched")
     table = {int(g["g"]): {k: int(g[k]) for k in cols} for g in c["cohorts"]}
+    if coverage is not None:
+        for g, row in table.items():
+            row["treated_analysed"] = analysed_in.get(g, 0)
     sup = suppress_table(table, t)
     gone = set(sup.rows)
     for g, rule in sorted(sup.rows.items()):
@@ -251,29 +319,13 @@ def control_study(result: dict, policy: DisclosurePolicy | None = None, *,
         suppressed.append(_item("counts.cohorts", g, rule, reason,
                                 f"the {g} cohort: its counts, schools, matched pairs and map points"))
     c["cohorts"] = [g for g in c["cohorts"] if int(g["g"]) not in gone]
-    _nested_differences(table, gone, policy, kept)
 
-    # -- reasons partnership schools were lost: cells of one set with total found - analysed
-    lost = {k: int(v) for k, v in c["treated_lost"].items()}
-    lost_sup = suppress_cells(lost, t)
-    for key, rule in sorted(lost_sup.rows.items()):
-        reason = (_fewer(policy) if rule == PRIMARY else
-                  "so that the other suppressed reasons cannot be worked out from the number lost")
-        suppressed.append(_item("counts.treated_lost", key, rule, reason,
-                                f"the number of partnership schools lost because: {key.replace('_', ' ')}"))
-    c["treated_lost"] = {k: v for k, v in c["treated_lost"].items() if k not in lost_sup}
-    if lost_sup.totals:
-        kept.append({"table": "counts", "key": "treated_found - treated_analysed",
-                     "reason": f"the number of partnership schools lost is {_fewer(policy)}; it follows from two "
-                               "totals the result contract requires (found and analysed), so it is not hidden"})
-    if lost_sup.rows:
-        kept.append({"table": "counts.treated_lost", "key": sorted(lost_sup.rows),
-                     "reason": "the suppressed reasons can be worked out in part from totals the result contract "
-                               "requires: schools found minus schools entering matching (the cohort table's "
-                               "partnership schools, the planned power) gives those lost before matching (missing "
-                               "data and too few years together), schools entering matching minus schools analysed "
-                               "those lost at matching; where the other reason of such a pair is zero, exactly. "
-                               "Closing this needs a result contract that lets those totals be suppressed"})
+    # -- the sample flow: published in full, or withheld as a block
+    withhold_flow = flow_withheld(c["treated_lost"], policy)
+    if withhold_flow:
+        _withhold_flow(r, policy, suppressed, kept)
+    else:
+        _nested_differences(table, gone, policy, kept)
 
     # -- statistics by year since joining
     cohorts_at: dict[int, set] = {}
@@ -289,28 +341,75 @@ def control_study(result: dict, policy: DisclosurePolicy | None = None, *,
     removed_k = _placebos(r, gone, policy, suppressed)
     _scrub_checks(r, removed_k, removed_e)
 
-    # -- planned power: counts by cohort and partnership sizes
-    _power(r, gone, policy, suppressed)
+    # -- planned power: counts by cohort, partnership sizes (and, with the flow withheld, its ingredients)
+    _power(r, gone, policy, suppressed, withhold_flow)
 
-    # -- texts naming a suppressed cohort
-    _scrub_notes(r, gone, suppressed)
+    # -- texts naming a suppressed cohort, and counts of schools below the threshold in notes
+    _scrub_notes(r, gone, policy, suppressed)
 
-    # -- per-school frames: school rows, matched pairs, map points
-    _frames(out_frames, gone, links)
+    # -- per-school frames: the analysed partnership schools, matched pairs, map points
+    _frames(out_frames, gone, links, coverage)
 
     r["disclosure"] = {**policy.header(), "suppressed": suppressed, "not_suppressed": kept}
     return Published(r, out_frames)
 
 
+def _withhold_flow(r: dict, policy: DisclosurePolicy, suppressed: list, kept: list) -> None:
+    """The sample flow withheld as a block (:func:`flow_withheld`), with the words that state it."""
+    c = r["counts"]
+    c["treated_found"] = None
+    c["attrition"] = None
+    c["treated_lost"] = {k: None for k in c["treated_lost"]}
+    for row in c["cohorts"]:
+        row["treated"] = None
+        row["treated_matched"] = None
+    suppressed.append(_item(
+        "counts.flow", ["counts.treated_found", "counts.attrition", "counts.treated_lost",
+                        "counts.cohorts.treated", "counts.cohorts.treated_matched"],
+        PRIMARY, FLOW_REASON.format(t=policy.threshold),
+        "the sample flow: the partnership schools found, the share and the numbers lost at each step, and the "
+        "partnership schools entering matching and matched in each cohort"))
+    attrition_locks = 0
+
+    def scrub(node):
+        nonlocal attrition_locks
+        if isinstance(node, str):
+            attrition_locks += node.startswith("attrition: ")
+            return ATTRITION_WORDS.sub(ATTRITION_WITHHELD, node)
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        if isinstance(node, dict):
+            return {k: scrub(v) for k, v in node.items()}
+        return node
+
+    for block in ("effects", "summary", "verdict"):
+        if r.get(block) is not None:
+            r[block] = scrub(r[block])
+    summary = r.get("summary") or {}
+    for key, text in summary.items():  # a sentence that now starts with the lower-case words
+        if isinstance(text, str) and text.startswith(ATTRITION_WITHHELD):
+            summary[key] = text[0].upper() + text[1:]
+    if attrition_locks:
+        kept.append({"table": "effects.padlocks", "key": None,
+                     "reason": f"{attrition_locks} padlock(s) are lost to attrition: the number shows the band of "
+                               "the rating rule the attrition falls in (above the share the remaining padlocks "
+                               "allow), not the share itself; the padlocks are part of the answer"})
+
+
 def _nested_differences(table: dict, gone: set, policy: DisclosurePolicy, kept: list) -> None:
-    """Counts a reader can take from two published counts of a cohort (found minus matched)."""
-    shown = [g for g in sorted(table) if g not in gone
-             and policy.small(table[g]["treated"] - table[g]["treated_matched"])]
+    """Counts a reader can take from two published counts of a cohort (entering matching minus matched,
+    matched minus analysed), when the flow is published."""
+    def small(g):
+        row = table[g]
+        return (policy.small(row["treated"] - row["treated_matched"])
+                or ("treated_analysed" in row and policy.small(row["treated_matched"] - row["treated_analysed"])))
+
+    shown = [g for g in sorted(table) if g not in gone and small(g)]
     if shown:
         kept.append({"table": "counts.cohorts", "key": shown,
-                     "reason": f"in {_cohorts(shown)} the partnership schools found but not matched (found minus "
-                               f"matched) are {_fewer(policy)}; differences of two published counts of the same "
-                               "cohort are not treated as cells"})
+                     "reason": f"in {_cohorts(shown)} the partnership schools entering matching but not matched, "
+                               f"or matched but not analysed (listed in tables/cohort.csv), are {_fewer(policy)}; "
+                               "differences of two published counts of the same cohort are not treated as cells"})
 
 
 def _event_time(r: dict, cohorts_at, n_at, gone: set, policy: DisclosurePolicy, suppressed: list
@@ -423,12 +522,34 @@ def _scrub_checks(r: dict, removed_k: list[int], removed_e: dict[str, set]) -> N
             r[block] = swap(r[block])
 
 
-def _power(r: dict, gone: set, policy: DisclosurePolicy, suppressed: list) -> None:
-    """The planned-power block: per-cohort counts and the sizes of the partnerships."""
+def _power(r: dict, gone: set, policy: DisclosurePolicy, suppressed: list, withhold_flow: bool) -> None:
+    """The planned-power block: per-cohort counts and the sizes of the partnerships; with the sample
+    flow withheld, every number of schools and every ingredient they could be worked out from."""
     power = r.get("power")
     if not power:
         return
     rows = power.get("cohorts") or []
+    if withhold_flow:
+        for row in rows:
+            for key in ("treated", "treated_dropped"):
+                if key in row:
+                    row[key] = None
+        present = [k for k in POWER_FLOW_KEYS if power.get(k) is not None]
+        for key in present:
+            power[key] = None
+        for block in (power, r.get("effects") or {}):
+            if block.get("mdes") is not None:
+                block["mdes"] = round2(float(block["mdes"]))
+        notes = power.get("notes") or []
+        power["notes"] = [_LEFT_OUT.sub("partnership schools (their number is withheld: disclosure control)", n)
+                          for n in notes]
+        suppressed.append(_item(
+            "power", ["power.cohorts.treated", "power.cohorts.treated_dropped", *(f"power.{k}" for k in present)],
+            PRIMARY, FLOW_REASON.format(t=policy.threshold),
+            "the planned power's numbers of partnership and comparison schools (in all, by cohort, left out, per "
+            "partnership) and the ingredients they could be worked out from; the minimum detectable effect size is "
+            "shown to 2 decimals"))
+        return
     found = {int(row["g"]): {"treated": int(row["treated"])} for row in rows if row.get("treated") is not None}
     hide = set(suppress_table(found, policy.threshold).rows) | (gone & set(found))
     dropped = {int(row["g"]): int(row["treated_dropped"]) for row in rows if row.get("treated_dropped") is not None}
@@ -449,10 +570,9 @@ def _power(r: dict, gone: set, policy: DisclosurePolicy, suppressed: list) -> No
                                 f"the number of partnership schools the planned power leaves out in "
                                 f"{_cohorts(gs)}"))
     notes = power.get("notes") or []
-    small_note = re.compile(r"^(\d+) partnership school\(s\)")
-    if any((m := small_note.match(n)) and policy.small(int(m.group(1))) for n in notes):
-        power["notes"] = [small_note.sub(f"fewer than {policy.threshold} partnership school(s)", n)
-                          if (m := small_note.match(n)) and policy.small(int(m.group(1))) else n for n in notes]
+    scrubbed = [_small_numbers(n, policy.threshold) for n in notes]
+    if scrubbed != notes:
+        power["notes"] = scrubbed
         suppressed.append(_item("power.notes", None, PRIMARY, _fewer(policy),
                                 "the number of partnership schools the planned power leaves out, in its notes"))
     sizes = power.get("cluster_sizes")
@@ -462,36 +582,78 @@ def _power(r: dict, gone: set, policy: DisclosurePolicy, suppressed: list) -> No
                                 "the number of schools in each partnership (used for the planned power)"))
 
 
-def _mentions(text: str, gone: set) -> bool:
-    return any(re.search(rf"(?<!\d){g}(?:\.0)?(?!\d)", text) for g in gone)
+_LEFT_OUT = re.compile(r"^\d+ partnership school\(s\)")
 
 
-def _scrub_notes(r: dict, gone: set, suppressed: list) -> None:
-    """Texts that name a suppressed cohort would say something about it alone: withheld."""
-    if not gone:
-        return
+def _mentions(text: str, years: set) -> bool:
+    return any(re.search(rf"(?<!\d){g}(?:\.0)?(?!\d)", text) for g in years)
+
+
+def _scrub_notes(r: dict, gone: set, policy: DisclosurePolicy, suppressed: list) -> None:
+    """Texts that name a suppressed cohort would say something about it alone: withheld (placebo notes:
+    removed). Counts of schools below the threshold in the others become "fewer than N"."""
+    t = policy.threshold
     skipped = r.get("estimators_not_computed") or {}
     for name, text in list(skipped.items()):
-        if isinstance(text, str) and _mentions(text, gone):
+        if not isinstance(text, str):
+            continue
+        if gone and _mentions(text, gone):
             skipped[name] = f"not computed: the reason concerns a suppressed cohort, {WITHHELD}"
             suppressed.append(_item("estimators_not_computed", name, SECONDARY, "it names a suppressed cohort",
                                     f"why the {name.replace('_', ' ')} estimator was not computed"))
+        elif _small_numbers(text, t) != text:
+            skipped[name] = _small_numbers(text, t)
+            suppressed.append(_item("estimators_not_computed", name, PRIMARY, _fewer(policy),
+                                    f"a count of schools in why the {name.replace('_', ' ')} estimator was not "
+                                    "computed"))
     for name, entry in (r.get("estimates") or {}).items():
         notes = entry.get("notes") or []
-        if any(_mentions(n, gone) for n in notes):
-            entry["notes"] = [f"a note about a suppressed cohort: {WITHHELD}" if _mentions(n, gone) else n
-                              for n in notes]
+        if gone and any(_mentions(n, gone) for n in notes):
+            notes = [f"a note about a suppressed cohort: {WITHHELD}" if _mentions(n, gone) else n for n in notes]
             suppressed.append(_item(f"estimates.{name}.notes", name, SECONDARY, "it names a suppressed cohort",
                                     f"a note of the {name.replace('_', ' ')} estimator"))
+        scrubbed = [_small_numbers(n, t) for n in notes]
+        if scrubbed != notes:
+            suppressed.append(_item(f"estimates.{name}.notes", name, PRIMARY, _fewer(policy),
+                                    f"a count of schools in a note of the {name.replace('_', ' ')} estimator"))
+        if "notes" in entry:
+            entry["notes"] = scrubbed
+    for p in ((r.get("diagnostics") or {}).get("placebo_dates") or {}).get("placebos") or []:
+        notes = p.get("notes") or []
+        k = int(p["k"])
+        named = gone | {g - k for g in gone}  # a cohort by its real year, or as the placebo moves it
+        out = [_small_numbers(n, t) for n in notes if not (named and _mentions(n, named))]
+        if len(out) < len(notes):
+            suppressed.append(_item("diagnostics.placebo_dates.placebos.notes", k, SECONDARY,
+                                    "they name a suppressed cohort",
+                                    f"notes of the placebo estimate for joining {k} year(s) early"))
+        elif out != notes:
+            suppressed.append(_item("diagnostics.placebo_dates.placebos.notes", k, PRIMARY, _fewer(policy),
+                                    f"a count of schools in the notes of the placebo estimate for joining {k} "
+                                    "year(s) early"))
+        if "notes" in p:
+            p["notes"] = out
 
 
-def _frames(frames: dict[str, pd.DataFrame], gone: set, links: pd.DataFrame | None) -> None:
-    """Drop school rows, matched pairs and map points of suppressed cohorts."""
+def _frames(frames: dict[str, pd.DataFrame], gone: set, links: pd.DataFrame | None,
+            coverage: pd.DataFrame | None) -> None:
+    """The analysed partnership schools of published cohorts (tables/cohort.csv); matched pairs and map
+    points without the suppressed cohorts."""
+    if "cohort" in frames:
+        f = frames["cohort"]
+        if "analysed" in f.columns:
+            keep = f["analysed"].astype(bool)
+        elif coverage is not None:
+            keep = f["urn"].astype("int64").isin(set(coverage["urn"].astype("int64")))
+        elif links is not None:
+            keep = f["urn"].astype("int64").isin(set(links.loc[links["treated"] == 1, "urn"].astype("int64")))
+        else:  # which schools were analysed is not known: none can be listed safely
+            keep = pd.Series(False, index=f.index)
+        if "g" in f.columns and gone:
+            keep &= ~f["g"].astype("int64").isin(gone)
+        frames["cohort"] = f[keep].drop(columns=["analysed"], errors="ignore").reset_index(drop=True)
     if not gone:
         return
-    if "cohort" in frames and "g" in frames["cohort"].columns:
-        f = frames["cohort"]
-        frames["cohort"] = f[~f["g"].astype("int64").isin(gone)].reset_index(drop=True)
     if "matched_pairs" in frames and "cohort" in frames["matched_pairs"].columns:
         f = frames["matched_pairs"]
         frames["matched_pairs"] = f[~f["cohort"].astype("int64").isin(gone)].reset_index(drop=True)
@@ -536,18 +698,22 @@ def control_self_evaluation(result: dict, policy: DisclosurePolicy | None = None
 # ---------------------------------------------------------------------------- the multiverse
 
 
-WITHHELD = "not shown (disclosure control)"
-
-
 def control_multiverse(mv: MultiverseResult, policy: DisclosurePolicy | None = None) -> tuple[dict, MultiverseResult]:
     """The multiverse as it may be published, and its disclosure record.
 
     A specification resting on fewer than the threshold of partnership or comparison schools
-    keeps its choices but loses its numbers (``withheld``); a count below the threshold inside
-    a reason a specification could not be estimated becomes "fewer than N". Raises InputError
-    when the headline specification itself may not be published (then neither may the study)."""
+    keeps its choices but loses its numbers and any failure text (``withheld``); a count of
+    schools below the threshold inside a reason a specification could not be estimated becomes
+    "fewer than N". When the headline specification's sample flow must be withheld
+    (:func:`flow_withheld`, the rule the study's result.json follows; also when it is not known),
+    every specification's numbers of schools are published only as "at least the threshold"
+    (``schools_at_least``): their differences would reveal the schools lost at a step. Raises
+    InputError when the headline specification itself may not be published (then neither may the
+    study)."""
     policy = policy or DisclosurePolicy.of_definition(mv.definition)
     t = policy.threshold
+    lost = mv.headline.treated_lost
+    withhold_counts = lost is None or flow_withheld(lost, policy)
     suppressed, out = [], []
     for s in mv.specifications:
         small = [w for w, n in (("partnership", s.treated_schools), ("comparison", s.comparison_schools))
@@ -560,29 +726,50 @@ def control_multiverse(mv: MultiverseResult, policy: DisclosurePolicy | None = N
                     column="disclosure.threshold", value=t))
             why = f"fewer than {t} {' and '.join(small)} schools"
             suppressed.append({"table": "specifications", "key": s.index, "rule": "primary", "reason": why,
-                               "what": "the estimate, interval, p-value and counts of this specification"})
+                               "what": "the estimate, interval, p-value, counts and any failure text of this "
+                                       "specification"})
             s = replace(s, estimate=None, se=None, ci_low=None, ci_high=None, p=None, agrees=None,
                         treated_schools=None, comparison_schools=None, treated_clusters=None,
-                        max_abs_smd_after=None, withheld=f"{WITHHELD}: {why}")
-        elif s.failure:
-            s = replace(s, failure=_small_numbers(s.failure, t))
-        out.append(s)
+                        max_abs_smd_after=None, failure=None, withheld=f"{WITHHELD}: {why}")
+        else:
+            if s.failure:
+                s = replace(s, failure=_small_numbers(s.failure, t))
+            if withhold_counts and (s.treated_schools is not None or s.comparison_schools is not None):
+                s = replace(s, treated_schools=None, comparison_schools=None, schools_at_least=t)
+        out.append(replace(s, treated_lost=None))
     published = replace(mv, specifications=out)
-    record = {**policy.header(), "suppressed": suppressed, "not_suppressed": [{
-        "table": "specifications", "key": None,
-        "reason": "the numbers of schools differ between specifications by the schools one choice adds or "
-                  "drops (a caliper, a ratio); such a difference is published even when it is below the "
-                  "threshold, as no estimate is published for those schools alone"}]}
+    if withhold_counts:
+        suppressed.append({
+            "table": "specifications", "key": None, "rule": "secondary",
+            "reason": ("the headline specification's sample flow is withheld: " + FLOW_REASON.format(t=t)
+                       if lost is not None else "the headline specification's sample flow is not known"),
+            "what": "the numbers of partnership and comparison schools of each specification (each is at least "
+                    f"{t}: schools_at_least), whose differences would give the schools lost at a step"})
+        kept = []
+    else:
+        kept = [{"table": "specifications", "key": None,
+                 "reason": "the numbers of schools differ between specifications by the schools one choice adds or "
+                           "drops (a caliper, a ratio); such a difference is published even when it is below the "
+                           "threshold, as no estimate is published for those schools alone, and the study's own "
+                           "sample flow is published in full"}]
+    record = {**policy.header(), "suppressed": suppressed, "not_suppressed": kept}
     return record, published
 
 
-_COUNT = re.compile(r"(?<![\w.'])(\d+)(?![\w.'])")
+#: A count of schools in a text: a number (not part of a word, a decimal, a negative number or a
+#: range) followed by words that say it counts schools ("12 partnership school-years",
+#: "6 observation(s)", "3 comparison schools"). Years, windows and df are not followed by them.
+_SCHOOL_COUNT = re.compile(
+    r"(?<![\w.\-\u2212+])(\d+)"
+    r"(?=\s+(?:(?:partnership|comparison|treated|treated-unit|control|matched|unmatched|analysed|eligible|"
+    r"similar|member|pool|other|more|new)\s+)*"
+    r"(?:school|observation|pupil)(?:-year)?(?:s|\(s\))?(?![\w(-]))")
 
 
 def _small_numbers(text: str, threshold: int) -> str:
-    """Counts of 1..threshold-1 in a message replaced by 'fewer than N' (years and zero kept)."""
+    """Counts of schools of 1..threshold-1 in a text replaced by 'fewer than N'; every other number kept."""
     def sub(m):
         n = int(m.group(1))
         return f"fewer than {threshold}" if 0 < n < threshold else m.group(0)
 
-    return _COUNT.sub(sub, text)
+    return _SCHOOL_COUNT.sub(sub, text)

@@ -29,7 +29,9 @@ RESULT_FILE = "result.json"
 
 
 def _school_frames(run: StudyRun) -> dict[str, pd.DataFrame]:
-    """The per-school frames written beside result.json: partnership schools found, matched pairs, the map."""
+    """The per-school frames written beside result.json: partnership schools found (with ``analysed``;
+    disclosure control keeps the analysed ones of published cohorts for tables/cohort.csv), matched
+    pairs, the map."""
     matched_urns = set(run.panel["urn"])
     cohort = run.cohort.treated.assign(analysed=lambda d: d["urn"].isin(matched_urns))
     pairs = []

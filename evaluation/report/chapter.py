@@ -28,6 +28,7 @@ FIGURES = ("trends.png", "event_study.png", "love_plot.png")
 MAP_TABLE = "schools.csv"
 MAP_COLUMNS = ("urn", "group", "easting", "northing")
 SUPPRESSED = "suppressed"  # a cell disclosure control left out (evaluation.publish.disclosure), never 0 or blank
+WITHHELD = "not shown (disclosure control)"  # a number of the sample flow, withheld as a block (ditto)
 LOST_REASONS = {
     "too_few_pre_years": "too few years of results before joining to match on",
     "missing_covariates": "a matching characteristic was missing (often a suppressed result)",
@@ -144,18 +145,23 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     types = ", ".join(TYPE_WORDS.get(t, t) for t in cohort["partnership_types"])
     g0, g1 = cohort["joined_between"]
     out = ["## Who was in the study", ""]
-    out.append(f"The study found {count(c['treated_found'])} {escape(cohort['phase'])} schools that joined a "
-               f"{escape(types)} with first results after joining between {g0} and {g1}"
-               + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
-                  " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else "")
-               + f". {count(c['treated_analysed'])} of them are in the analysis; "
-               f"{count(c['treated_found'] - c['treated_analysed'])} ({pct(c['attrition'])}) were lost:")
-    out.append("")
-    hidden = {str(s["key"]) for s in _suppressed(result, "counts.treated_lost")}
-    for key, n in sorted([*c["treated_lost"].items(), *((k, None) for k in hidden)]):
-        if n or key in hidden:
-            out.append(f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: "
-                       + (SUPPRESSED if key in hidden else count(n)))
+    which = (f"{escape(cohort['phase'])} schools that joined a {escape(types)} with first results after joining "
+             f"between {g0} and {g1}"
+             + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
+                " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else ""))
+    if flow_withheld(result):
+        out.append(f"The study looked for {which}. {count(c['treated_analysed'])} of them are in the analysis. "
+                   f"How many were found, and how many were lost at each step, is {WITHHELD}:")
+        out.append("")
+        out += [f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {WITHHELD}"
+                for key in sorted(c["treated_lost"])]
+    else:
+        out.append(f"The study found {count(c['treated_found'])} {which}. {count(c['treated_analysed'])} of them are "
+                   f"in the analysis; {count(c['treated_found'] - c['treated_analysed'])} ({pct(c['attrition'])}) "
+                   "were lost" + (":" if c["treated_found"] > c["treated_analysed"] else "."))
+        out.append("")
+        out += [f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}"
+                for key, n in sorted(c["treated_lost"].items()) if n]
     out += ["", "**How comparison schools were chosen.** "
             + " ".join(escape(r[0].upper() + r[1:]) + "." for r in m["comparison_pool_rule"])
             + f" The pool held {count(c['comparison_pool'])} schools. Each joining year's schools were matched "
@@ -172,7 +178,7 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
         excluded = ", ".join(excluded[:-1]) + " or " + excluded[-1] if len(excluded) > 1 else excluded[0]
         out += [f"Schools that ever joined a {escape(excluded)} "
                 "were kept out of the comparison pool.", ""]
-    rows = [[g["g"], count(g["treated"]), count(g["treated_matched"]), count(g["comparison_matched"])]
+    rows = [[g["g"], _flow_count(g["treated"]), _flow_count(g["treated_matched"]), count(g["comparison_matched"])]
             for g in c["cohorts"]] + [[int(s["key"]), SUPPRESSED, SUPPRESSED, SUPPRESSED]
                                       for s in _suppressed(result, "counts.cohorts")]
     rows.sort(key=lambda row: row[0])
@@ -219,6 +225,15 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
                    width="65%")
 
 
+def flow_withheld(result: dict) -> bool:
+    """Whether disclosure control withheld the sample flow as a block (schools found, lost, attrition)."""
+    return result["counts"].get("treated_found") is None
+
+
+def _flow_count(n) -> str:
+    return WITHHELD if n is None else count(n)
+
+
 def _figure(path: str, name: str, caption: str, alt: str | None = None, width: str = "100%") -> str:
     return (f"```{{figure}} {path}\n:name: {name}\n:alt: {alt or caption}\n:width: {width}\n\n"
             f"{caption}\n```\n")
@@ -260,21 +275,26 @@ def _disclosure_section(result: dict) -> str:
         out += [text + f": {'their' if many else 'its'} counts, schools, matched pairs and map points are not "
                 "shown, nor any statistic from " + ("them alone" if many else "it alone")
                 + ". The totals and the overall estimate include them.", ""]
-    others = [s for s in (d.get("suppressed") or []) if s["table"] != "counts.cohorts"]
+    others = [s for s in (d.get("suppressed") or []) if s["table"] not in ("counts.cohorts", "counts.flow", "power")]
+    flow = _suppressed(result, "counts.flow")
+    if flow:
+        out += [f"The numbers of partnership schools found and lost at each step (the sample flow: found, lost by "
+                "reason, the share lost, the partnership schools entering matching and matched in each cohort, and "
+                "the planned power's numbers of schools with the ingredients they could be worked out from) are not "
+                f"shown: {escape(flow[0]['reason'])}. The partnership schools analysed "
+                f"({count(result['counts']['treated_analysed'])}) are shown; the minimum detectable effect size is "
+                "given to 2 decimals.", ""]
     if others:
         out += ["Also not shown:", ""]
         for s in others:
             what = s["what"]
-            if s["table"] == "counts.treated_lost":
-                what = ("the number of partnership schools lost because "
-                        + _lower_first(LOST_REASONS.get(str(s["key"]), str(s["key"]).replace("_", " "))))
-            elif s["table"].startswith("event_study.") and isinstance(s["key"], list):
+            if s["table"].startswith("event_study.") and isinstance(s["key"], list):
                 what = (f"the {estimator_name(s['table'].removeprefix('event_study.'))} effects by year since "
                         "joining at e = " + ", ".join(map(str, s["key"])))
             what = what[0].upper() + what[1:]
             out.append(f"- {escape(what)}: {escape(s['reason'])}.")
         out.append("")
-    if not cohorts and not others:
+    if not cohorts and not others and not flow:
         out += ["Nothing in this study needed suppressing.", ""]
     kept = d.get("not_suppressed") or []
     if kept:
@@ -487,9 +507,12 @@ def _robustness_section(result: dict) -> str:
     out += ["### Balance", "",
             f"Largest absolute standardised mean difference after matching: {num(bal.get('max_abs_smd_after'))} "
             f"(threshold {bal.get('threshold', 0.1)}).", ""]
-    out += ["### Attrition and power", "",
+    lost = (f"How many of the partnership schools found are not in the analysis is {WITHHELD}; see *What is not "
+            "shown*." if flow_withheld(result) else
             f"{pct(c['attrition'], 1)} of the partnership schools found ({count(c['treated_found'] - c['treated_analysed'])}"
-            f" of {count(c['treated_found'])}) are not in the analysis. The minimum detectable effect size is "
+            f" of {count(c['treated_found'])}) are not in the analysis.")
+    out += ["### Attrition and power", "",
+            f"{lost} The minimum detectable effect size is "
             f"{num(sec['mdes'])} ({escape(sec['mdes_source'])}). The analysis uses {count(c['school_years'])} "
             f"school-years in {count(c['clusters'])} clusters.", ""]
     out += ["### Effect size", "",

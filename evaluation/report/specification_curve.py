@@ -12,9 +12,11 @@ otherwise it says the multiverse is out of date.
 Disclosure control (``evaluation.publish.disclosure.control_multiverse``, applied by the writer
 ``evaluation.publish.writers.write_multiverse``) follows the study's ``[disclosure]`` policy
 (``evaluation.publish.disclosure.DisclosurePolicy``): a specification whose partnership or
-comparison schools are fewer than the threshold publishes no numbers, and counts below the
-threshold quoted in the reasons a specification could not be estimated are replaced by "fewer
-than N". The summary shares are computed over the published specifications.
+comparison schools are fewer than the threshold publishes no numbers (nor its failure text), and
+counts of schools below the threshold quoted in the reasons a specification could not be
+estimated are replaced by "fewer than N". When the study's sample flow is withheld, every
+specification's numbers of schools are null with ``schools_at_least`` (the threshold); nothing
+here prints them. The summary shares are computed over the published specifications.
 """
 
 from __future__ import annotations

@@ -61,6 +61,17 @@ def match_cohorts(study: Study, data: StudyData, cohort: Cohort, say: Callable[[
     return out
 
 
+def treated_lost(n_found: int, matched: list[MatchedCohort], n_analysed: int) -> dict[str, int]:
+    """The partnership schools found but not analysed, by the step that lost them (the sample flow):
+    before matching (too few pre-joining years, a missing matching characteristic), at matching (no
+    comparison school within the caliper) and after it (no outcome in the study window)."""
+    lost = {"too_few_pre_years": sum(m.counts["treated_few_pre_years"] for m in matched),
+            "missing_covariates": sum(m.counts["treated_missing_covariates"] for m in matched),
+            "no_match_within_caliper": sum(m.counts.get("treated_unmatched", 0) for m in matched)}
+    lost["no_outcome_in_window"] = n_found - sum(lost.values()) - n_analysed
+    return lost
+
+
 def pooled_balance(study: Study, matched: list[MatchedCohort]) -> pd.DataFrame:
     """Balance over all cohorts together, before and after matching (MatchIt definitions)."""
     frames = [m.frame.assign(_w=m.weights) for m in matched if m.frame["treated"].sum() > 0]
