@@ -301,6 +301,7 @@ def load_study(path: str | Path) -> Study:
         problems = _problems_from(err, path.name, text)
         raise InputError(problems, summary=f"{path.name}: {len(problems)} problem(s) in the study definition")
     if study.id != path.stem:
-        raise InputError(problem(f"the study id {study.id!r} must match the file name {path.stem!r}",
+        raise InputError(problem(f"the study id {study.id!r} must match the file name {path.stem!r}: set "
+                                 f"id = \"{path.stem}\" in the file (or name the file {study.id}.toml)",
                                  file=path.name, row=_line_of(text, ("id",)), column="id", value=study.id))
     return study

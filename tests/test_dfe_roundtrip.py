@@ -300,3 +300,71 @@ def test_full_round_trip_every_year(tmp_path):
                 assert np.allclose(g[col].astype(float), pd.to_numeric(e[col], errors="coerce"), equal_nan=True)
     result = run_study(tmp_path, store, ["twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation"])
     assert result["counts"]["treated_found"] == expected_cohort(panel, *JOINED)
+
+
+# ---------------------------------------------------------------------------- the README's recipe, literally
+
+def _readme_recipe() -> tuple[str, str, dict]:
+    """(copy source, copy target, the TOML block of changes) as README.md writes them."""
+    import re
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    cp = re.search(r"```bash\ncp (studies/\S+\.toml) (studies/\S+\.toml)\n```", text)
+    block = re.search(r"<!-- recipe:[^\n]*-->\n```toml\n(.*?)```", text, re.S)
+    assert cp and block, "README.md no longer has the copy-a-study recipe this test follows"
+    return cp.group(1), cp.group(2), tomllib.loads(block.group(1))
+
+
+def _apply(text: str, changes: dict) -> str:
+    """Change the lines the recipe names (``key = value`` under its section), as a user would by hand."""
+    import json
+    import re
+
+    def value(v):
+        return json.dumps(v)
+
+    section, out = None, []
+    top = {k: v for k, v in changes.items() if not isinstance(v, dict)}
+    for line in text.splitlines():
+        head = re.match(r"\[(\w+)\]", line)
+        if head:
+            section = head.group(1)
+        key = re.match(r"(\w+)\s*=", line)
+        wanted = top if section is None else changes.get(section, {})
+        if key and isinstance(wanted, dict) and key.group(1) in wanted:
+            line = f"{key.group(1)} = {value(wanted[key.group(1)])}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def recipe_store(tmp_path_factory):
+    """A DfE-only store large enough for the README's study to clear the disclosure threshold
+    (5,000 schools; the KS4 years its window and matching need)."""
+    tmp = tmp_path_factory.mktemp("dfe_recipe")
+    return build(tmp, 5000, [2016, 2017, 2018, 2019], ks2_years=set())[2]
+
+
+def test_readme_recipe_runs_as_written(recipe_store, tmp_path):
+    """Copy the example study, change the lines the README names, `impact run` it on a DfE-only store."""
+    import shutil
+    import tomllib
+
+    store = recipe_store
+    source, target, changes = _readme_recipe()
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "studies").mkdir()
+    shutil.copy(root / source, tmp_path / target)
+    path = tmp_path / target
+    path.write_text(_apply(path.read_text(encoding="utf-8"), changes), encoding="utf-8")
+    study = tomllib.loads(path.read_text(encoding="utf-8"))
+    for section, values in changes.items():  # every change the README asks for was made
+        if isinstance(values, dict):
+            assert {k: study[section][k] for k in values} == values, section
+        else:
+            assert study[section] == values
+    # a DfE-only store of 1,500 schools: the study's own threshold is used, as a user's would be
+    code = cli("run", path, "--store", store.path, "--results", tmp_path / "results")
+    assert code == 0
+    assert (tmp_path / "results" / path.stem / "result.json").exists()
