@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evaluation.data.schema import load_schema
 from evaluation.errors import InputError, Problem, problem
-from evaluation.estimators.names import ESTIMATOR_NAMES
+from evaluation.estimators.names import ESTIMATOR_NAMES, canonical
 
 ESTIMATORS = ESTIMATOR_NAMES
 CONTEXT_COVARIATES = ("fsm_pct", "eal_pct", "sen_pct", "pupils", "ofsted_grade")
@@ -130,10 +130,22 @@ class EstimatorsSpec(_Strict):
     use: tuple[str, ...] = ESTIMATORS
     primary: str = "callaway_santanna"
 
-    @field_validator("use")
+    @field_validator("use", mode="before")
     @classmethod
     def _use(cls, v):
-        return _all_allowed(v, ESTIMATORS, "estimator")
+        # the command line's spelling (callaway-santanna) is accepted too and stored canonically
+        names = tuple(canonical(x) if isinstance(x, str) else x for x in v) if isinstance(v, (list, tuple)) else v
+        return _all_allowed(names, ESTIMATORS, "estimator") if isinstance(names, tuple) else names
+
+    @field_validator("primary", mode="before")
+    @classmethod
+    def _primary_spelling(cls, v):
+        if not isinstance(v, str):
+            return v
+        name = canonical(v)
+        if name not in ESTIMATORS:
+            raise ValueError(_unknown("estimator", v, ESTIMATORS))
+        return name
 
     @model_validator(mode="after")
     def _primary_used(self):

@@ -83,7 +83,7 @@ def test_unknown_covariate_estimator_and_primary(tmp_path):
     err = error_of(write(tmp_path, text))
     assert "did you mean 'pre_trend'?" in err.render() and "did you mean 'imputation'?" in err.render()
     text = GOOD.replace('primary = "callaway_santanna"', 'primary = "bacon"')
-    assert "primary estimator 'bacon' must be one of" in error_of(write(tmp_path, text)).render()
+    assert "unknown estimator 'bacon': expected one of" in error_of(write(tmp_path, text)).render()
 
 
 def test_missing_required_key_and_bad_toml(tmp_path):

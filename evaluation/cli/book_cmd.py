@@ -20,7 +20,10 @@ def register(sub) -> None:
                                       "(Jupyter Book 1.x, strict, offline).")
     book_sub = book.add_subparsers(dest="book_command", metavar="SUBCOMMAND", required=True)
     build = book_sub.add_parser("build", help="build the book: one chapter per study, synthesis, methods, "
-                                              "data dictionary")
+                                              "data dictionary",
+                                description="Build the Jupyter Book from results/: a chapter per study and per "
+                                            "self-evaluation, the synthesis, methods and data dictionary. Strict "
+                                            "(any warning fails) and offline; HTML in OUT/_build/html.")
     build.add_argument("--results", default="results", help="results directory (default results/)")
     build.add_argument("--out", default=DEFAULT_OUT,
                        help="output directory; the HTML goes to OUT/_build/html (default book/)")

@@ -22,13 +22,19 @@ def register(sub) -> None:
     _store_args(imp)
     imp.set_defaults(handler=_import)
 
-    chk = data_sub.add_parser("check", help="validate a file without importing it")
+    chk = data_sub.add_parser("check", help="validate a file without importing it",
+                              description="Validate FILE (CSV or Parquet) against data_schemas/TABLE.toml and list "
+                                          "every problem (file, row, column, value, what was expected) without "
+                                          "touching the store. Exit 0 when the file would import, 2 when not.")
     chk.add_argument("table", choices=TABLE_ORDER, metavar="TABLE")
     chk.add_argument("file", metavar="FILE")
     _store_args(chk)
     chk.set_defaults(handler=_check)
 
-    info = data_sub.add_parser("info", help="tables, row counts, year range and provenance of the store")
+    info = data_sub.add_parser("info", help="tables, row counts, year range and provenance of the store",
+                               description="Describe the store: each table's rows and year range, every import "
+                                           "(file, SHA-256, when, rows kept and rejected) and the data fingerprint "
+                                           "that result.json and the book's chapters quote.")
     _store_args(info)
     info.set_defaults(handler=_info)
 

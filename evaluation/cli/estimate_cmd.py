@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.cli.output import emit_json
-from evaluation.estimators.names import ESTIMATOR_NAMES, cli_spelling
+from evaluation.estimators.names import ESTIMATOR_NAMES, canonical, cli_spelling
 from evaluation.result_schema import RESULT_SCHEMA_VERSION, EstimateResult
 from evaluation.cli.regress_cmd import read_table
 from evaluation.errors import InputError, problem
@@ -48,7 +48,9 @@ def register(sub) -> None:
     parser.add_argument("--outcome", required=True, metavar="COL", help="outcome column (numeric)")
     parser.add_argument("--cohort", required=True, metavar="COL",
                         help="first treated period column (0 or empty = never treated)")
-    parser.add_argument("--estimator", required=True, choices=list(ESTIMATORS))
+    parser.add_argument("--estimator", required=True, choices=list(ESTIMATORS),
+                        type=lambda text: cli_spelling(canonical(text)),  # the study file's spelling works too
+                        help="the estimator (callaway-santanna or callaway_santanna: both spellings work)")
     parser.add_argument("--control", choices=["never", "not-yet"], default="never",
                         help="comparison units for callaway-santanna (default: never treated)")
     parser.add_argument("--covariates", metavar="A,B", default="",

@@ -9,7 +9,11 @@ from evaluation.cli.output import emit_json
 
 def register(sub) -> None:
     p = sub.add_parser("power", help="minimum detectable effect size and power of a study (no matching, no "
-                                     "estimation): plan before you run")
+                                     "estimation): plan before you run",
+                       description="Plan a study before running it: the minimum detectable effect size (Hedges' g "
+                                   "and months' progress) of its design, from the cohort's schools and "
+                                   "partnerships, the expected comparison schools, the outcome's serial correlation "
+                                   "and the clustering; with --effect, the power to detect given effect sizes.")
     p.add_argument("study", metavar="STUDY", help="studies/<id>.toml")
     p.add_argument("--store", help="store file (default data/impact.duckdb or $IMPACT_STORE)")
     p.add_argument("--json", action="store_true", help="print the power analysis as JSON")

@@ -14,7 +14,9 @@ def register(sub) -> None:
                                    "DiD, synthetic control and DiD for the partnership, school-by-school results, "
                                    "a randomisation-inference p-value and the minimum detectable effect.")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--schools", metavar="FILE", help="CSV with columns urn, joined (one row per school)")
+    who.add_argument("--schools", metavar="FILE",
+                     help="CSV with columns urn and joined, one row per school; joined is the date the school "
+                          "joined the partnership (2019-09-01 or 01/09/2019)")
     who.add_argument("--partnership", metavar="ID", help="a partnership_id in the store")
     p.add_argument("--name", help="name for the results (default: the partnership id or the file name)")
     p.add_argument("--outcome", help="outcome column (default: KS2 expected standard or Attainment 8 by phase)")

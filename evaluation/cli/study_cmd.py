@@ -11,7 +11,10 @@ from evaluation.cli.output import add_executor_options, emit_json
 
 
 def register(sub) -> None:
-    val = sub.add_parser("validate", help="check a study definition (and its cohort in the store) without running it")
+    val = sub.add_parser("validate", help="check a study definition (and its cohort in the store) without running it",
+                         description="Check studies/<id>.toml against the study definition (unknown keys get a "
+                                     "suggestion, every problem names its line) and, when the store exists, build "
+                                     "its cohort and comparison pool and print their sizes. Nothing is estimated.")
     val.add_argument("study", metavar="STUDY", help="studies/<id>.toml")
     val.add_argument("--store", help="store file (default data/impact.duckdb or $IMPACT_STORE)")
     val.add_argument("--json", action="store_true")
