@@ -241,3 +241,27 @@ def test_read_raw_keeps_text_exactly(tmp_path):
     raw = read_raw(write(tmp_path, "s.csv", SCHOOL_HEADER + GOOD_SCHOOL))
     assert list(raw.cells.index) == [2] and raw.cells.loc[2, "urn"] == "100001"
     assert validate("schools", raw).data.loc[0, "urn"] == 100001
+
+
+def test_academic_years_after_the_current_one_are_refused():
+    """school_years.year <= the academic year in progress (2035 is a typo, not data)."""
+    from datetime import date
+
+    from evaluation.data.schema import current_academic_year, load_schema
+
+    assert current_academic_year(date(2026, 11, 30)) == 2027
+    assert current_academic_year(date(2026, 8, 31)) == 2026
+    year = load_schema("school_years").column("year")
+    assert year.upper == current_academic_year()
+    assert "no academic year later than the current one" in year.expectation()
+
+
+def test_school_year_2035_is_bad_input(run_cli, tmp_path):
+    from datetime import date
+
+    from evaluation.data.schema import current_academic_year
+
+    path = tmp_path / "school_years.csv"
+    path.write_text(f"urn,year\n100001,2019\n100001,{current_academic_year(date.today()) + 8}\n")
+    code, _, err = run_cli("data", "check", "school_years", path)
+    assert code == 2 and "year" in err and "no academic year later than the current one" in err

@@ -8,6 +8,8 @@ all read them through this module.
 
 from __future__ import annotations
 
+from datetime import date
+
 import tomllib
 from functools import lru_cache
 from importlib import resources
@@ -23,6 +25,12 @@ Role = Literal["key", "descriptor", "context", "outcome"]
 TABLE_ORDER = ("schools", "partnerships", "memberships", "school_years", "pupils")
 
 
+def current_academic_year(today: date | None = None) -> int:
+    """The academic year in progress, named by the year it ends (on 2026-11-30: 2027)."""
+    today = today or date.today()
+    return today.year + 1 if today.month >= 9 else today.year
+
+
 class ColumnSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,6 +43,9 @@ class ColumnSpec(BaseModel):
     unit: str | None = None
     min: float | None = None
     max: float | None = None
+    # academic years: no later than the current academic year's end plus this many years
+    # (results of a year not yet ended are implausible; 2035 is a typo, not data)
+    max_years_ahead: int | None = None
     allowed: tuple[str, ...] | None = None
     suppressible: bool = False
     references: str | None = None  # "table.column"
@@ -49,6 +60,14 @@ class ColumnSpec(BaseModel):
         if self.allowed and self.type != "category":
             raise ValueError(f"column {self.name!r}: 'allowed' is only for category columns")
         return self
+
+    @property
+    def upper(self) -> float | None:
+        """The largest valid value: ``max``, or earlier for academic years (``max_years_ahead``)."""
+        if self.max_years_ahead is None:
+            return self.max
+        latest = current_academic_year() + self.max_years_ahead
+        return latest if self.max is None else min(self.max, latest)
 
     @property
     def is_percent(self) -> bool:
@@ -67,12 +86,16 @@ class ColumnSpec(BaseModel):
         }[self.type]
         if self.is_percent:
             words = "a percentage"
-        if self.min is not None and self.max is not None:
-            words += f" between {_fmt(self.min)} and {_fmt(self.max)}"
+        upper = self.upper
+        if self.min is not None and upper is not None:
+            words += f" between {_fmt(self.min)} and {_fmt(upper)}"
         elif self.min is not None:
             words += f" of at least {_fmt(self.min)}"
-        elif self.max is not None:
-            words += f" of at most {_fmt(self.max)}"
+        elif upper is not None:
+            words += f" of at most {_fmt(upper)}"
+        if self.max_years_ahead is not None:
+            words += " (no academic year later than the current one" + (
+                f" plus {self.max_years_ahead}" if self.max_years_ahead else "") + ")"
         return words
 
     @property

@@ -315,9 +315,9 @@ def _pandera_schema(schema: TableSchema) -> pa.DataFrameSchema:
     columns = {}
     for spec in schema.columns:
         checks = []
-        if spec.type in ("integer", "number") and (spec.min is not None or spec.max is not None):
+        if spec.type in ("integer", "number") and (spec.min is not None or spec.upper is not None):
             lo = -np.inf if spec.min is None else spec.min
-            hi = np.inf if spec.max is None else spec.max
+            hi = np.inf if spec.upper is None else spec.upper
             checks.append(pa.Check.in_range(lo, hi))  # reported as "in_range(lo, hi)"
         columns[spec.name] = pa.Column(nullable=spec.nullable, checks=checks, required=True)
     row_checks = []

@@ -15,6 +15,8 @@ def _values(col) -> str:
     elif col.min is not None or col.max is not None:
         lo = "" if col.min is None else f"{col.min:g}"
         hi = "" if col.max is None else f"{col.max:g}"
+        if col.max_years_ahead is not None:  # the bound moves with the calendar: say so, not today's value
+            hi = "the current academic year" + (f" + {col.max_years_ahead}" if col.max_years_ahead else "")
         parts.append(f"{lo} to {hi}" if lo and hi else (f"at least {lo}" if lo else f"at most {hi}"))
     if col.references:
         parts.append(f"refers to `{col.references}`")
