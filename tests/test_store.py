@@ -150,3 +150,18 @@ def test_memberships_import_checks_against_store(tmp_path, tiny_dir, run_cli):
     path = tmp_path / "s.duckdb"
     code, _, err = run_cli("data", "import", "memberships", tiny_dir / "memberships.csv", "--store", path)
     assert code == 2 and "import schools first" in err and not path.exists()
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """Written files are readable as a plain open() would leave them (mkstemp's 0600 is not kept)."""
+    import os
+    import stat
+
+    from evaluation.data.files import write_text_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "a.csv", "x\n1\n")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
