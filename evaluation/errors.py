@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MAX_PROBLEMS_SHOWN = 50
+#: Problems of one kind (same file, column and expectation) listed one line each up
+#: to this many; more are rendered as one line with their count and first rows.
+GROUP_FROM = 4
+EXAMPLE_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,36 @@ def problem(expected: str, *, file=None, row=None, column=None, **kw) -> Problem
     return Problem(expected, file, row, column)
 
 
+def plain(value: object) -> object:
+    """A value fit for a message: a NumPy scalar as its Python value (``1``, not
+    ``np.int64(1)``), a Timestamp as its ISO text; anything else unchanged."""
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    if type(value).__name__ == "Timestamp" and hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def with_file(err: "InputError", file: str | None, row_base: int = 1) -> "InputError":
+    """The same InputError with ``file`` filled in on problems that name no file.
+
+    Such problems come from code that saw a DataFrame, not the file: their ``row`` is the
+    1-based record number, turned here into the row a person sees (``row_base`` is the
+    row of the first record: 2 for CSV, whose header is line 1; 1 for Parquet)."""
+    from dataclasses import replace
+
+    if not file:
+        return err
+
+    def located(p: Problem) -> Problem:
+        if p.file:
+            return p
+        row = None if p.row is None else p.row - 1 + row_base
+        return replace(p, file=str(file), row=row)
+
+    return InputError([located(p) for p in err.problems], total=err.total, summary=err.summary)
+
+
 def _show(value: object) -> str:
     if value is None:
         return "(empty)"
@@ -90,7 +124,7 @@ class InputError(Exception):
         if self.summary:
             lines.append(self.summary)
         shown = self.problems[:limit]
-        lines.extend(p.render() for p in shown)
+        lines.extend(render_grouped(shown))
         hidden = self.total - len(shown)
         if hidden > 0:
             lines.append(f"... and {hidden} more problem(s) not shown")
@@ -99,3 +133,38 @@ class InputError(Exception):
     def to_dict(self) -> dict:
         return {"error": "input", "summary": self.summary, "total": self.total,
                 "problems": [p.to_dict() for p in self.problems]}
+
+
+def render_grouped(problems: list[Problem]) -> list[str]:
+    """One line per problem, except that problems of one kind (same file, column and
+    expectation) seen ``GROUP_FROM`` times or more become one line: the kind, its
+    count and its first rows and values, at the place of its first problem."""
+    groups: dict[tuple, list[Problem]] = {}
+    for p in problems:
+        groups.setdefault((p.file, p.column, p.expected), []).append(p)
+    lines, done = [], set()
+    for p in problems:
+        key = (p.file, p.column, p.expected)
+        members = groups[key]
+        if len(members) < GROUP_FROM:
+            lines.append(p.render())
+        elif key not in done:
+            done.add(key)
+            lines.append(_group_line(members))
+    return lines
+
+
+def _group_line(members: list[Problem]) -> str:
+    first = members[0]
+    where = ", ".join(x for x in (str(first.file) if first.file else "",
+                                   f"column {first.column!r}" if first.column is not None else "") if x)
+    rows = [str(m.row) for m in members if m.row is not None]
+    detail = []
+    if rows:
+        detail.append("rows " + ", ".join(rows[:EXAMPLE_ROWS]) + (", ..." if len(rows) > EXAMPLE_ROWS else ""))
+    values = list(dict.fromkeys(_show(m.value) for m in members if m.has_value))
+    if values:
+        detail.append(("value " if len(values) == 1 else "values ") + ", ".join(values[:3])
+                      + (", ..." if len(values) > 3 else ""))
+    text = f"{first.expected}: {len(members)} rows" + (f" ({'; '.join(detail)})" if detail else "")
+    return f"{where}: {text}" if where else text

@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from evaluation import __version__
-from evaluation.stages.cohort import StudyData, pre_features
+from evaluation.stages.cohort import StudyData, data_fingerprint, pre_features
 from evaluation.data.calendar import first_exposed_year
 from evaluation.data.schema import load_schema
 from evaluation.effects import months_progress
@@ -169,6 +169,45 @@ def _estimates(panel: pd.DataFrame, treated_urns, g0, seed) -> dict:
     return out
 
 
+def _window_words(g0: int, pre: int, post: int, spec: SelfEvaluationSpec, first: int, last: int) -> str:
+    """Why the years compared start and end where they do."""
+    start = (f"{pre} years before joining (as asked)" if pre == spec.pre_years else
+             f"{pre} years before joining, because the data start in {first} (asked for {spec.pre_years})")
+    end = (f"{post} years after the first results after joining (as asked)" if post == spec.post_years else
+           f"with the latest results in the data ({last}), {post} years after the first results after joining "
+           f"(asked for up to {spec.post_years})")
+    return f"The years compared start {start} and end {end}."
+
+
+def _reproduce(spec: SelfEvaluationSpec, data: StudyData, outcome: str) -> dict:
+    """The command that reproduces this result: ``--partnership ID`` when the schools are exactly one
+    partnership's members with its joining dates, else ``--schools FILE`` with the file's rows."""
+    rows = spec.schools[["urn", "joined"]].copy()
+    rows["joined"] = pd.to_datetime(rows["joined"]).dt.strftime("%Y-%m-%d")
+    rows = rows.sort_values(["urn", "joined"]).reset_index(drop=True)
+    pid = None
+    m = data.memberships[data.memberships["urn"].isin(rows["urn"])]
+    for candidate in sorted(m["partnership_id"].astype(str).unique()):
+        try:
+            own = schools_of_partnership(data, candidate)
+        except InputError:
+            continue
+        own = own.assign(joined=pd.to_datetime(own["joined"]).dt.strftime("%Y-%m-%d"))
+        if own.sort_values(["urn", "joined"]).reset_index(drop=True).equals(rows):
+            pid = candidate
+            break
+    who = f"--partnership {pid}" if pid else f"--schools {spec.name}_schools.csv"
+    defaults = SelfEvaluationSpec(name=spec.name, schools=spec.schools)
+    parts = ["impact self-evaluate", who, f"--name {spec.name}", f"--outcome {outcome}"]
+    if spec.family_size != defaults.family_size:
+        parts.append(f"--family-size {spec.family_size}")
+    if spec.n_perm != defaults.n_perm:
+        parts.append(f"--permutations {spec.n_perm}")
+    parts.append(f"--seed {spec.seed}")
+    return {"command": " ".join(parts), "partnership_id": pid,
+            "schools_file": None if pid else rows.to_dict("records")}
+
+
 def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
     """The whole self-evaluation, as a JSON-ready dict (the chapter reads it)."""
     from evaluation.inference.randomisation import randomisation_test
@@ -253,7 +292,13 @@ def self_evaluate(spec: SelfEvaluationSpec, data: StudyData) -> dict:
                         "mdes": mdes, "mdes_months": None if mdes is None else months_progress(mdes),
                         "mdes_units": mdes_units,
                         "mdes_rule": f"{MDES_MULTIPLIER:.2f} x the placebo SE of the synthetic-DiD estimate"},
-        "provenance": {"package_version": __version__, "seed": spec.seed},
+        "provenance": {"package_version": __version__, "seed": spec.seed,
+                       "synthetic": data.truth is not None, "data_fingerprint": data_fingerprint(data),
+                       **_reproduce(spec, data, outcome)},
+        "window": {"first": g0 - pre, "last": g0 + post, "pre_years": pre, "post_years": post,
+                   "requested_pre_years": spec.pre_years, "requested_post_years": spec.post_years,
+                   "data_years": [first_year, last_year],
+                   "why": _window_words(g0, pre, post, spec, first_year, last_year)},
     }
     SelfEvaluationResult.model_validate(result)  # the contract holds as the result is built
     return result

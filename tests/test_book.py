@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.effects import effect_size
+from evaluation.report.markdown import num
 
 ROOT = Path(__file__).parent.parent
 STUDIES = ROOT / "studies"
@@ -24,6 +25,7 @@ BOOK_STUDIES = ("federation_primary_ks2", "mat_converter_secondary_ks4")
 #: A loaded resource: src/href/srcset/data attribute, CSS url() or @import, pointing at http(s).
 LOADED = re.compile(r"""(?:\b(?:src|href|srcset|data)\s*=\s*["']?|url\(\s*["']?|@import\s+["'])\s*(?:https?:)?//""",
                     re.IGNORECASE)
+SMART_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 ANCHOR = re.compile(r"""<a\b[^>]*>""", re.IGNORECASE | re.DOTALL)
 
 
@@ -38,10 +40,21 @@ def results_dir(small_store, tmp_path_factory) -> Path:
     from evaluation.publish.writers import write_results
     from evaluation.study import load_study
 
+    from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.publish.writers import write_self_evaluation
+    from evaluation.self_evaluation import (SelfEvaluationSpec, example_partnership, schools_of_partnership,
+                                            self_evaluate)
+
     root = tmp_path_factory.mktemp("book_results")
     for sid in BOOK_STUDIES:
         study = load_study(STUDIES / f"{sid}.toml")
         write_results(run_study(study, load_study_data(small_store, study)), root)
+    # one partnership's self-evaluation, so the front page and the wording checks see that kind too
+    everything = load_all(small_store)
+    pid = example_partnership(everything)
+    write_self_evaluation(self_evaluate(SelfEvaluationSpec(name=pid.lower(), title=pid, n_perm=99,
+                                                           schools=schools_of_partnership(everything, pid)),
+                                        everything), root)
     return root
 
 
@@ -296,8 +309,26 @@ def _page_requests(requests: list[dict]) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed (Debian: apt-get install -y chromium); "
                                                "the browser test needs it and installs nothing itself")
-def test_book_renders_in_headless_chromium_without_network(built_book, tmp_path):
+def test_book_renders_in_headless_chromium_without_network(built_book, results_dir, tmp_path):
+    import html as html_lib
+
     html = built_book[0]
+    # The front page answers first: every study's stored answer, its effect and its padlocks.
+    dom, requests = _browse((html / "index.html").as_uri(), tmp_path, "--dump-dom")
+    assert _page_requests(requests) == []
+    text = html_lib.unescape(re.sub(r"<[^>]+>", " ", dom))
+    text = re.sub(r"\s+", " ", text).translate(SMART_QUOTES)  # Sphinx typesets quotes
+    for sid, r in _results(results_dir).items():
+        assert re.sub(r"\s+", " ", r["summary"]["answer"]) in text, sid
+        es = r["effects"]
+        if es["g"] is not None:
+            assert f"g = {num(es['g'])} (95% CI {num(es['g_ci'][0])} to {num(es['g_ci'][1])})" in text, sid
+        else:
+            assert f"{num(r['headline']['estimate'])} " in text, sid
+        assert f'aria-label="{es["padlocks"]} out of 5 padlocks"' in dom, sid
+        assert f"studies/{sid}.html" in dom
+    assert "How to read it" in text and "self-evaluation" in text
+
     # Positive control: the network log does see a request a page makes.
     (html / "_canary.html").write_text('<img src="https://canary.invalid/pixel.png">')
     _, requests = _browse((html / "_canary.html").as_uri(), tmp_path)
@@ -338,3 +369,185 @@ def test_chapter_warns_when_matched_sets_chain_partnerships():
     assert "chain the 553 partnerships into only 31 clusters" in _chaining_words({"rows": rows})
     rows[1]["n_clusters"] = 600  # sets nest partnerships without chaining them: no caution
     assert _chaining_words({"rows": rows}) == ""
+
+
+# ----------------------------------------------------------------------------- the front page and the wording
+
+
+def test_one_data_fingerprint_for_the_store_every_study_and_self_evaluation(results_dir, small_store):
+    from evaluation.report.book import load_self_evaluations
+
+    fingerprint = small_store.fingerprint()
+    assert len(fingerprint) == 64
+    for sid, r in _results(results_dir).items():
+        assert r["provenance"]["data_fingerprint"] == fingerprint, sid
+    for _, r in load_self_evaluations(results_dir):
+        assert r["provenance"]["data_fingerprint"] == fingerprint
+        assert r["provenance"]["synthetic"] is True and r["provenance"]["command"].startswith("impact self-evaluate")
+
+
+def test_index_html_is_the_front_page_not_a_redirect(built_book, results_dir):
+    html = built_book[0]
+    page = (html / "index.html").read_text(encoding="utf-8")
+    assert 'http-equiv="refresh"' not in page and len(page) > 5000
+    assert "The answers" in page and "How to read it" in page
+    for sid in BOOK_STUDIES:
+        assert f"studies/{sid}.html" in page
+    assert not (html / "intro.html").exists()
+
+
+def test_front_page_source_lists_every_study_and_self_evaluation(results_dir, tmp_path):
+    from evaluation.report.book import load_results, load_self_evaluations, write_source
+    from evaluation.report.markdown import escape
+
+    selfs = load_self_evaluations(results_dir)
+    assert selfs
+    source = write_source(load_results(results_dir), tmp_path / "src", self_evaluations=selfs)
+    index = (source / "index.md").read_text(encoding="utf-8")
+    toc = (source / "_toc.yml").read_text(encoding="utf-8")
+    assert "root: index" in toc and not (source / "intro.md").exists()
+    answers = index[index.index("## The answers"):index.index("## How to read it")]
+    for sid, r in _results(results_dir).items():
+        assert f"<study-{sid}>" in answers
+        assert escape(r["summary"]["answer"]).replace("|", "\\|") in answers
+        assert f'{r["effects"]["padlocks"]} out of 5 padlocks' in answers
+    for _, r in selfs:
+        assert f"<self-{r['name']}>" in answers and "(self-evaluation)" in answers
+    assert "not findings about real schools" in answers  # synthetic panel
+
+
+@pytest.mark.parametrize("n, word, expected", [(0, "school", "0 schools"), (1, "school", "1 school"),
+                                               (2, "school", "2 schools"), (-1, "school", "-1 school"),
+                                               (1200, "school", "1,200 schools"), (1, "study", "1 study")])
+def test_plural(n, word, expected):
+    from evaluation.report.markdown import plural
+
+    assert plural(n, word, "studies" if word == "study" else None) == expected
+
+
+def test_grammar_helpers_at_zero_one_two_and_negatives():
+    from evaluation.report import markdown as md
+
+    assert md.months_progress(0) == "less than one month's progress"
+    assert md.months_progress(1) == "about 1 month's additional progress"
+    assert md.months_progress(2) == "about 2 months' additional progress"
+    assert md.months_progress(-1) == "about 1 month's less progress"
+    assert md.months_progress(-3) == "about 3 months' less progress"
+    assert [md.months_signed(m) for m in (-2, -1, 0, 1, 2)] == [
+        "2 months less", "1 month less", "no difference", "1 month more", "2 months more"]
+    assert md.months_range(-1, 2) == "from 1 month less to 2 months more"
+    assert md.months_range(2, 10) == "2 to 10 months more" and md.months_range(0, 1) == "0 to 1 month more"
+    assert md.months_range(-3, -1) == "1 to 3 months less" and md.months_range(1, 1) == "1 month more"
+    assert md.months_range(0, 0) == "no difference"
+    assert md.months(1) == "1 month" and md.months(0) == "0 months" and md.months(-4) == "4 months"
+    assert md.article("umbrella trust") == "an umbrella trust"
+    assert md.article("informal cluster") == "an informal cluster"
+    assert md.article("multi-academy trust") == "a multi-academy trust"
+    assert md.article("hard federation") == "a hard federation"
+    assert md.article("university") == "a university"
+    assert md.year_span(2016, 2016) == "in 2016" and md.year_span(2016, 2018) == "between 2016 and 2018"
+    assert md.listing([]) == "" and md.listing(["a"]) == "a" and md.listing(["a", "b", "c"], "or") == "a, b or c"
+    assert md.type_words("multi_academy_trust") == "multi-academy trust"
+    assert md.type_words("federation_hard") == "hard federation"
+    assert md.p_equals(0.0) == "p < 0.001" and md.p_equals(0.0004) == "p < 0.001"
+    assert md.p_equals(0.042) == "p = 0.042" and md.p_equals(None) == "p not available"
+
+
+#: Wording a committee clerk should never meet in the book.
+BAD_WORDING = {
+    "p = 0.000": re.compile(r"\bp\s*=\s*0\.000\b"),
+    "a bare 0.000": re.compile(r"(?<![\d.])[\u2212-]?0\.000(?![\d])"),
+    "None.": re.compile(r"\bNone\."),
+    "month'": re.compile(r"\b1 months\b|\bmonth'(?!s)|\b(?:0|[2-9]|\d\d+) month's"),
+    "a + vowel": re.compile(r"\b[Aa] (?:umbrella|informal|inadequate|outstanding|\\?[aeio]\w)"),
+    "between Y and Y": re.compile(r"between (\d{4}) and \1\b"),
+    "raw type names": re.compile(r"multi academy|federation hard|federation soft|multi_academy_trust"),
+    "SD = x.000": re.compile(r"SD = \d+\.000\b"),
+    "I^2": re.compile(r"I\^2"),
+    "negative months": re.compile(r"\(\s*[\u2212-]\d+ months?\)"),
+    "our 1 schools": re.compile(r"\b1 (?:schools|partnerships|padlocks|studies|clusters)\b"),
+}
+
+
+def test_book_source_has_no_bad_wording(results_dir, tmp_path):
+    from evaluation.report.book import load_results, load_self_evaluations, write_source
+
+    source = write_source(load_results(results_dir), tmp_path / "src",
+                          self_evaluations=load_self_evaluations(results_dir))
+    hits = []
+    for path in sorted(source.rglob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        text = re.sub(r"```bash.*?```", "", text, flags=re.S)  # commands are code
+        for what, pattern in BAD_WORDING.items():
+            hits += [(path.name, what, text[max(m.start() - 40, 0):m.end() + 40]) for m in pattern.finditer(text)]
+    assert hits == []
+
+
+def _figure_texts(monkeypatch, draw) -> list[str]:
+    """Every label, title, tick label and legend entry of the figures ``draw`` makes."""
+    import evaluation.report.figures as figures
+
+    texts: list[str] = []
+
+    def capture(fig, path):
+        for ax in fig.axes:
+            texts.extend([ax.get_xlabel(), ax.get_ylabel(), ax.get_title()])
+            texts.extend(t.get_text() for t in ax.get_yticklabels() + ax.get_xticklabels())
+            legend = ax.get_legend()
+            if legend is not None:
+                texts.extend(t.get_text() for t in legend.get_texts())
+        figures.plt.close(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", capture)
+    draw()
+    return [t for t in texts if t]
+
+
+def test_figures_label_axes_with_words_not_column_names(results_dir, tmp_path, monkeypatch):
+    import evaluation.report.figures as figures
+    from evaluation.data.schema import load_schema
+    from evaluation.report.book import load_self_evaluations
+
+    raw = set(load_schema("school_years").column_names) | {"pre_y1", "pre_y2", "pre_trend", "ofsted_last"}
+    texts = []
+    for sid, r in _results(results_dir).items():
+        raw |= {b["covariate"] for b in r["matching"]["balance"]}
+        texts += _figure_texts(monkeypatch, lambda: (figures.trends_plot(r, tmp_path / "t.png"),
+                                                     figures.event_study_plot(r, tmp_path / "e.png"),
+                                                     figures.love_plot(r, tmp_path / "l.png")))
+    for _, r in load_self_evaluations(results_dir):
+        texts += _figure_texts(monkeypatch, lambda: (figures.self_evaluation_gap_plot(r, tmp_path / "g.png"),
+                                                     figures.self_evaluation_school_plot(r, tmp_path / "s.png")))
+    assert texts and any("Attainment 8" in t for t in texts) and any("expected standard" in t for t in texts)
+    raw = {name for name in raw if "_" in name}  # 'year', 'pupils' are words as well as names
+    found = [(t, name) for t in texts for name in raw if re.search(rf"\b{re.escape(name)}\b", t)]
+    assert found == []
+    assert not [t for t in texts if re.search(r"\b[a-z0-9]+_[a-z0-9_]+\b", t)]
+
+
+def test_map_legend_sits_below_the_points(results_dir, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import evaluation.report.figures as figures
+    from evaluation.report.chapter import write_chapter
+
+    sid = BOOK_STUDIES[0]
+    copy = tmp_path / "results" / sid
+    shutil.copytree(results_dir / sid, copy)
+    cohort = pd.read_csv(copy / "tables" / "cohort.csv")
+    pd.DataFrame({"urn": cohort["urn"], "group": "partnership", "easting": 400000.0 + cohort.index,
+                  "northing": 300000.0 + cohort.index}).to_csv(copy / "tables" / "schools.csv", index=False)
+    seen = []
+
+    def capture(fig, path):
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        seen.append((ax.get_legend().get_window_extent(), ax.get_window_extent()))
+        figures.plt.close(fig)
+        return path
+
+    monkeypatch.setattr(figures, "_save", capture)
+    write_chapter(_results(results_dir)[sid], copy, tmp_path / "src")
+    legend, axes = seen[0]
+    assert legend.y1 <= axes.y0  # entirely below the plotting area

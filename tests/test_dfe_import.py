@@ -162,9 +162,9 @@ def test_provenance_records_kind_year_counts_and_reasons(full_store):
         "kind ks2", "year 2019 (from the folder name '2018-2019')", "rows read 7, kept 3, rejected 4",
         "rejected 1 row: URN not among the store's schools (not in the GIAS establishments imported, or not a "
         "school in England)",
-        "rejected 1 row: not a school (RECTYPE 4: local authority)",
-        "rejected 1 row: not a school (RECTYPE 5: national (all schools))",
-        "rejected 1 row: not a school (RECTYPE 7: national (state-funded schools))",
+        "rejected 1 row: not a school (RECTYPE 3: local authority)",
+        "rejected 1 row: not a school (RECTYPE 4: national (all schools))",
+        "rejected 1 row: not a school (RECTYPE 5: national (state-funded schools))",
         "kept school rows by NFTYPE: 1 ACC converter academy, 1 FD foundation school, 1 VA voluntary aided school",
     ]
     est = imports[(imports.source_file == EST.name) & (imports.table_name == "schools")].iloc[0]
@@ -261,6 +261,9 @@ def test_non_school_rows_by_year_convention(full_store):
     new = notes[hashlib.sha256(KS4_2019.read_bytes()).hexdigest()]
     assert "not a school (RECTYPE 3: local authority)" in old and "(RECTYPE 4: national (all schools))" in old
     assert "not a school (RECTYPE 4: local authority)" in new and "(RECTYPE 5: national (all schools))" in new
+    # the KS2 file of the same year numbers LA rows 3 (its own list in dfe_performance.toml)
+    ks2 = notes[hashlib.sha256(KS2_2019.read_bytes()).hexdigest()]
+    assert "not a school (RECTYPE 3: local authority)" in ks2 and "(RECTYPE 4: national (all schools))" in ks2
 
 
 def test_excluded_rows_and_sponsor_led(full_store):
@@ -322,7 +325,7 @@ def test_truncated_file(run_cli, gias_store, tmp_path):
     cut = tmp_path / "2018-2019" / "england_ks2final.csv"
     cut.parent.mkdir()
     data = KS2_2019.read_bytes()
-    cut.write_bytes(data[:data.index(b"7,,,,England") + len(b"7,,,,Engla")])  # download cut off mid-row
+    cut.write_bytes(data[:data.index(b"5,,,,England") + len(b"5,,,,Engla")])  # download cut off mid-row
     err = _fails_unchanged(run_cli, gias_store, "ks2", cut)
     assert len(err.strip().splitlines()) == 1
     # line 8 holds 5 fields (7, 3 empty, "Engla"): the 6th column, NFTYPE, is the first one missing
@@ -346,22 +349,52 @@ def test_bad_value_names_dfe_column(run_cli, gias_store, tmp_path):
     assert "england_ks4final.csv, row 3, column 'P8MEA (ks4_progress8)', value 'abc': expected a number" in err
 
 
-def test_unknown_group_type(run_cli, gias_store, tmp_path):
+def test_unknown_group_type_is_counted_and_skipped(run_cli, gias_store, tmp_path):
     bad = tmp_path / "allgroupsdata.csv"
     bad.write_bytes(GROUPS.read_bytes().replace(b",02,Trust,", b",02,Cluster,"))
-    err = _fails_unchanged(run_cli, gias_store, "gias-groups", bad)
-    assert "allgroupsdata.csv, row 7, column 'Group Type', value 'Cluster': unknown Group Type" in err
+    code, out, err = run_cli("data", "import-dfe", "gias-groups", bad, "--store", gias_store.path)
+    assert code == 0, err
+    assert "6001" not in set(gias_store.read_table("partnerships")["partnership_id"])
+    notes = gias_store.read_imports().notes.iloc[-1]
+    assert ("rejected 1 row: Group Type 'Cluster' is not a known GIAS group type "
+            "(data_schemas/dfe_mappings.toml [group_type]): skipped (row 7)") in notes
 
 
-def test_unknown_rectype_for_the_year(run_cli, gias_store, tmp_path):
+def test_unknown_rectype_for_the_year_is_counted_and_skipped(run_cli, gias_store, tmp_path):
     bad = tmp_path / "2013-2014" / "england_ks4final.csv"
     bad.parent.mkdir()
     bad.write_text(KS4_2014.read_text().replace("\n4,,,,England", "\n7,,,,England"))
-    err = _fails_unchanged(run_cli, gias_store, "ks4", bad)
-    assert "row 4, column 'RECTYPE', value '7': unknown record type for 2014" in err
+    code, out, err = run_cli("data", "import-dfe", "ks4", bad, "--store", gias_store.path)
+    assert code == 0, err
+    notes = gias_store.read_imports().notes.iloc[-1]
+    assert "rows read 3, kept 1, rejected 2" in notes
+    assert ("rejected 1 row: RECTYPE '7' is not a known KS4 2014 record type (listed: 1, 2, 3, 4, 5 in "
+            "data_schemas/dfe_performance.toml): skipped (row 4)") in notes
+    sy = gias_store.read_table("school_years").set_index(["urn", "year"])
+    assert sy.loc[(100003, 2014), "ks4_eligible_pupils"] == 170
 
 
 def test_performance_table_before_schools(run_cli, tmp_path):
     code, _, err = run_cli("data", "import-dfe", "ks4", KS4_2019, "--store", tmp_path / "s.duckdb")
     assert code == 2 and "the store has no schools yet: import gias-establishments first" in err
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_gias_download_saved_as_utf16_with_semicolons_imports(tmp_path, run_cli):
+    """Excel's 'Unicode text' and European-locale saves: the importer reads what read_raw detected."""
+    import csv
+    import io
+
+    text = EST.read_bytes().decode("cp1252")
+    path = tmp_path / "edubasealldata_excel.csv"
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    out = io.StringIO()
+    csv.writer(out, delimiter=";", lineterminator="\r\n").writerows(rows)
+    path.write_bytes(b"\xff\xfe" + out.getvalue().encode("utf-16-le"))
+    code, out_text, err = run_cli("data", "import-dfe", "gias-establishments", path, "--store", tmp_path / "s.duckdb")
+    assert code == 0, err
+    code, ref_out, err = run_cli("data", "import-dfe", "gias-establishments", EST, "--store", tmp_path / "r.duckdb")
+    assert code == 0, err
+    a = Store(tmp_path / "s.duckdb").read_table("schools")
+    b = Store(tmp_path / "r.duckdb").read_table("schools")
+    assert a.equals(b)

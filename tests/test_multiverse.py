@@ -187,7 +187,7 @@ def test_serial_and_two_dask_workers_write_identical_bytes(results_dir, small_st
 
     study = _study()
     data = load_study_data(small_store, study)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         mv = run_multiverse(study, data, executor=client.get_executor())

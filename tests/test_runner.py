@@ -75,7 +75,7 @@ def test_process_pool_gives_the_serial_bytes(run_cli, small_store, serial_bytes,
 def test_dask_cluster_gives_the_serial_bytes(run_cli, small_store, serial_bytes, tmp_path):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         # several studies: one task per study
         code, _, err = run_cli("run", *TWO, "--store", small_store.path, "--results", tmp_path / "many",
                                "--scheduler", cluster.scheduler_address)

@@ -122,6 +122,7 @@ def test_mixed_phases_are_refused(tmp_path, run_cli, small_store):
 
 def test_chapter_for_governors_states_mdes_and_family_in_words(tmp_path, run_cli, small_store):
     from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.report.markdown import escape
     from evaluation.report.results_io import load_self_evaluations
     from evaluation.report.self_eval_chapter import write_self_evaluation_chapter
     from evaluation.self_evaluation import example_partnership
@@ -142,6 +143,15 @@ def test_chapter_for_governors_states_mdes_and_family_in_words(tmp_path, run_cli
     assert f"compared with the 50 most similar {result['phase']} schools" in text
     assert f"{result['comparison']['schools']} comparison schools in all" in text
     assert "What the data cannot tell you" in text
+    # synthetic data says so; the exact command; why the years end where they do; each SE method said once
+    assert result["provenance"]["synthetic"] is True and "not findings about real schools" in text
+    command = result["provenance"]["command"]
+    assert command == (f"impact self-evaluate --partnership {pid} --name {pid.lower()} --outcome "
+                       f"{result['outcome']['name']} --permutations 199 --seed 20240901")
+    assert f"```bash\n{command}\n```" in text
+    assert "## The years compared" in text and result["window"]["why"] in text
+    variance = result["estimates"]["synthetic_did"]["variance"]
+    assert text.count(escape(variance)) == 1 and "None." not in text and "p = 0.000" not in text
 
 
 def test_real_data_without_a_pupil_sd_gives_no_months(tmp_path, small_store):
@@ -164,3 +174,6 @@ def test_real_data_without_a_pupil_sd_gives_no_months(tmp_path, small_store):
     assert es["mdes_units"] == pytest.approx(2.8015852 * r["estimates"]["synthetic_did"]["se"], rel=1e-6)
     text = summary(r)
     assert "No effect size or months' progress" in text and "month" not in text.split("No effect size")[0]
+    assert r["provenance"]["synthetic"] is False and "synthetic national panel" not in text
+    # the schools were given as a partnership: the command names it
+    assert r["provenance"]["command"].startswith(f"impact self-evaluate --partnership {pid} --name real ")

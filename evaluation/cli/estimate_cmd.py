@@ -16,7 +16,7 @@ from evaluation.cli.output import emit_json
 from evaluation.estimators.names import ESTIMATOR_NAMES, canonical, cli_spelling
 from evaluation.result_schema import RESULT_SCHEMA_VERSION, EstimateResult
 from evaluation.cli.regress_cmd import read_table
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, plain, problem, with_file
 from evaluation.estimators.fixed_effects import missing_column, numeric_column
 from evaluation.estimators.results import EstimatorResult
 
@@ -90,6 +90,21 @@ def _check_columns(args, data: pd.DataFrame, row_base: int) -> list[str]:
         pos = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise InputError(problem("a period (number) on every row", file=args.data, row=pos + row_base,
                                  column=args.time, value=None))
+    dup = data.duplicated([args.unit, args.time], keep="first")
+    if dup.any():
+        pos = int(np.flatnonzero(dup.to_numpy())[0])
+        first = int(np.flatnonzero(((data[args.unit] == data[args.unit].iloc[pos])
+                                    & (times == times.iloc[pos])).to_numpy())[0])
+        raise InputError(problem(
+            f"one row per unit and period: this unit and period are also on row {first + row_base} "
+            f"({int(dup.sum())} duplicate row(s) in all)", file=args.data, row=pos + row_base,
+            column=args.unit, value=plain(data[args.unit].iloc[pos])), total=int(dup.sum()))
+    n_units, n_times = data[args.unit].nunique(dropna=True), times.nunique(dropna=True)
+    if n_units < 2 or n_times < 2:
+        raise InputError(problem(
+            f"a panel with at least two units and two periods (one row per unit and period); the file has "
+            f"{len(data)} row(s), {n_units} unit(s) in column {args.unit!r} and {n_times} period(s) in column "
+            f"{args.time!r}", file=args.data))
     return covariates
 
 
@@ -191,7 +206,10 @@ def run(args) -> int:
     data, row_base = read_table(args.data)
     covariates = _check_columns(args, data, row_base)
     _check_options(args)
-    res = estimate(args, data, covariates)
+    try:
+        res = estimate(args, data, covariates)
+    except InputError as err:  # the estimators do not know the file: name it
+        raise with_file(err, args.data, row_base) from None
     if args.json:
         emit_json(payload(res, args))
     else:

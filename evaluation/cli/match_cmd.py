@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.cli.output import emit_json
+from evaluation.data.csv_input import read_table_file
 from evaluation.errors import InputError, problem
 from evaluation.matching import DISCARD_OPTIONS, DISTANCES, match
 
@@ -58,24 +59,7 @@ def _split(text: str | None) -> list[str]:
 def read_table(path: str) -> tuple[pd.DataFrame, list[int]]:
     """Read DATA; also return the row number a person sees for each record (CSV: the
     line number, header = 1; Parquet: the 1-based record number)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if not p.exists():
-        raise InputError(problem("file not found", file=path))
-    if p.is_dir():
-        raise InputError(problem("expected a file, found a directory", file=path))
-    if suffix not in READABLE:
-        raise InputError(problem(f"unsupported file type {suffix or '(none)'!r}; expected .csv or .parquet",
-                                 file=path))
-    try:
-        if suffix == ".csv":
-            data = pd.read_csv(p)
-            first = 2
-        else:
-            data = pd.read_parquet(p)
-            first = 1
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as err:
-        raise InputError(problem(f"cannot read the file ({type(err).__name__}: {err})", file=path)) from err
+    data, first, _ = read_table_file(path)
     return data, list(range(first, first + len(data)))
 
 

@@ -68,3 +68,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected at least 1 worker, got {value}")
     return value
+
+
+def error_document(message: str, *, kind: str, exit_code: int, problems=(), total: int | None = None) -> dict:
+    """What ``--json`` prints on stdout when a command fails.
+
+    ``{"error": {"kind": "input" | "usage" | "internal", "exit_code": 2, "message": ...,
+    "total": N, "problems": [{"file", "row", "column", "value", "expected", "message"}, ...]}}``:
+    each problem as :meth:`evaluation.errors.Problem.to_dict` gives it ("value" only when the
+    problem names one), plus "message", the line the text output prints for it."""
+    items = []
+    for p in problems:
+        item = {"file": None, "row": None, "column": None, "value": None, **p.to_dict(), "message": p.render()}
+        items.append(item)
+    return {"error": {"kind": kind, "exit_code": exit_code, "message": message,
+                      "total": len(items) if total is None else total, "problems": items}}
+
+
+def emit_error_json(message: str, *, kind: str, exit_code: int, problems=(), total: int | None = None,
+                    stream=None) -> None:
+    emit_json(error_document(message, kind=kind, exit_code=exit_code, problems=problems, total=total), stream)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import pandas as pd
 
 from evaluation.cli.output import emit_json
-from evaluation.errors import InputError, problem
+from evaluation.data.csv_input import read_table_file
+from evaluation.errors import InputError, with_file
 from evaluation.estimators.fixed_effects import (
     VCOV_TYPES,
     feols,
@@ -16,9 +15,6 @@ from evaluation.estimators.fixed_effects import (
     numeric_column,
     parse_formula,
 )
-
-_PARQUET = {".parquet", ".pq", ".parq"}
-
 
 def register(sub) -> None:
     parser = sub.add_parser(
@@ -43,20 +39,12 @@ def register(sub) -> None:
 
 
 def read_table(path: str) -> tuple[pd.DataFrame, int]:
-    """Load a CSV or Parquet file; returns the frame and the row number of its first record."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(problem("an existing CSV or Parquet file (no such file)", file=str(path)))
-    suffix = p.suffix.lower()
-    try:
-        if suffix in _PARQUET:
-            return pd.read_parquet(p), 1
-        if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(p), 2
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise InputError(problem(f"a readable {'Parquet' if suffix in _PARQUET else 'CSV'} file "
-                                 f"({err})", file=str(path))) from None
-    raise InputError(problem("a .csv or .parquet file", file=str(path), value=p.suffix or "(none)"))
+    """Load a CSV or Parquet file; returns the frame and the row number of its first record.
+
+    CSV files may be UTF-8, Windows-1252 or UTF-16 and comma, semicolon or tab separated
+    (:mod:`evaluation.data.csv_input`); empty and header-only files are bad input."""
+    data, first, _ = read_table_file(path)
+    return data, first
 
 
 def _model_columns(formula: str, data: pd.DataFrame) -> list[str]:
@@ -80,8 +68,11 @@ def run(args) -> int:
     for col in (args.cluster,):
         if col and col not in data.columns:
             raise missing_column(col, data, "cluster column")
-    res = feols(data, args.formula, cluster=args.cluster, weights=args.weights, vcov=args.vcov,
-                drop_singletons=args.drop_singletons)
+    try:
+        res = feols(data, args.formula, cluster=args.cluster, weights=args.weights, vcov=args.vcov,
+                    drop_singletons=args.drop_singletons)
+    except InputError as err:  # the estimator does not know the file: name it
+        raise with_file(err, args.data, row_base) from None
     if args.json:
         out = res.to_dict()
         out["formula"] = args.formula

@@ -59,6 +59,28 @@ class TableInfoRow:
     sources: list[dict]
 
 
+#: The tables the data fingerprint covers: everything a school-level study or self-evaluation reads.
+FINGERPRINT_TABLES = ("schools", "partnerships", "memberships", "school_years")
+
+
+def fingerprint_tables(frames: Mapping[str, pd.DataFrame]) -> str:
+    """THE data fingerprint (one definition for `impact data info`, every result.json and the book).
+
+    SHA-256 over, for each of schools, partnerships, memberships and school_years present (in that
+    order): the table's name and a newline, then its canonical CSV text (every schema column in
+    schema order, rows sorted by the table's key, as ``Store.read_table`` returns them, ``\\n`` line
+    ends, no index). The pupils table and derived tables are not part of it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in FINGERPRINT_TABLES:
+        if name not in frames:
+            continue
+        digest.update(name.encode() + b"\n")
+        digest.update(frames[name].to_csv(index=False, lineterminator="\n").encode())
+    return digest.hexdigest()
+
+
 class Store:
     """A DuckDB file of validated tables. Open with ``Store(path)``; reads never create it."""
 
@@ -94,7 +116,18 @@ class Store:
     # ----------------------------------------------------------------- reading
     def read_table(self, table: str, columns: Iterable[str] | None = None, where: str | None = None,
                    params: list | None = None) -> pd.DataFrame:
-        """A table as a DataFrame with the dtypes its schema declares, sorted by key."""
+        """A table as a DataFrame with the dtypes its schema declares, sorted by key.
+
+        A whole school-level table (no ``where``) carries the store's data fingerprint in
+        ``frame.attrs["data_fingerprint"]``, so a study that reads only some columns still
+        records the fingerprint of the store it read (``stages.cohort.data_fingerprint``)."""
+        frame = self._read_table(table, columns, where, params)
+        if where is None and table in FINGERPRINT_TABLES and table in self.tables():
+            frame.attrs["data_fingerprint"] = self.fingerprint()
+        return frame
+
+    def _read_table(self, table: str, columns: Iterable[str] | None = None, where: str | None = None,
+                    params: list | None = None) -> pd.DataFrame:
         schema = load_schema(table)
         wanted = list(columns) if columns is not None else schema.column_names
         unknown = [c for c in wanted if c not in schema.column_names]
@@ -246,19 +279,22 @@ class Store:
             return con.execute(f'SELECT * FROM "{name}"').fetchdf()
 
     def fingerprint(self) -> str:
-        """SHA-256 over the canonical CSV text of every input table (sorted by key).
+        """The data fingerprint (``fingerprint_tables``) of this store's school-level tables.
 
-        Equal fingerprints mean equal data, whatever file or store they came from."""
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name in TABLE_ORDER:
-            if name not in self.tables():
-                continue
-            frame = self.read_table(name)
-            digest.update(name.encode() + b"\n")
-            digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
-        return digest.hexdigest()
+        Equal fingerprints mean equal data, whatever file or store they came from; a study run on
+        this store records the same value in result.json ``provenance.data_fingerprint``."""
+        try:  # the file and its write-ahead log: a change to either is new data
+            stamp = tuple((st.st_mtime_ns, st.st_size) for st in
+                          (Path(f).stat() for f in (self.path, f"{self.path}.wal") if Path(f).exists()))
+        except OSError:
+            stamp = None
+        cached = getattr(self, "_fingerprint_cache", None)
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
+        present = self.tables()
+        value = fingerprint_tables({name: self._read_table(name) for name in FINGERPRINT_TABLES if name in present})
+        self._fingerprint_cache = (stamp, value)
+        return value
 
     # ----------------------------------------------------------------- describing
     def info(self) -> list[TableInfoRow]:

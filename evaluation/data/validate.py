@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from evaluation.data.csv_input import Dialect, one_column_hint, read_csv
 from evaluation.data.schema import ColumnSpec, TableSchema, load_schema, missing_markers
 from evaluation.errors import InputError, Problem, problem
 
@@ -46,6 +47,7 @@ class RawTable:
     cells: pd.DataFrame
     sha256: str | None = None
     kind: str = "csv"
+    dialect: Dialect | None = None  # for CSV: the encoding and separator found (recorded in the notes)
 
 
 @dataclass
@@ -107,7 +109,10 @@ def file_sha256(path: Path) -> str:
 
 
 def read_raw(path: str | Path) -> RawTable:
-    """Read a CSV or Parquet file as text cells. Unreadable files are InputErrors."""
+    """Read a CSV or Parquet file as text cells. Unreadable files are InputErrors.
+
+    CSV files go through :func:`evaluation.data.csv_input.read_csv`: UTF-8 (BOM or not),
+    Windows-1252 and UTF-16/32 with a BOM; comma, semicolon or tab separated."""
     path = Path(path)
     label = path.name
     if not path.exists():
@@ -126,23 +131,9 @@ def read_raw(path: str | Path) -> RawTable:
     if suffix not in (".csv", ".txt", ".tsv"):
         raise InputError(problem(f"unsupported file type {suffix or '(none)'!r}: expected .csv or .parquet",
                                  file=label))
-    sep = "\t" if suffix == ".tsv" else ","
-    cells = None
-    for encoding in ("utf-8-sig", "cp1252"):  # DfE downloads are often Windows-1252
-        try:
-            cells = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, sep=sep,
-                                encoding=encoding, skipinitialspace=False)
-            break
-        except UnicodeDecodeError:
-            continue
-        except pd.errors.EmptyDataError:
-            raise InputError(problem("the file is empty: expected a header row and data", file=label)) from None
-        except pd.errors.ParserError as err:
-            raise InputError(problem(f"cannot parse as CSV ({err})", file=label)) from None
-    if cells is None:
-        raise InputError(problem("cannot decode the file as UTF-8 or Windows-1252 text", file=label))
+    cells, dialect = read_csv(path, label=label, as_text=True, default_delimiter="\t" if suffix == ".tsv" else ",")
     cells.index = pd.RangeIndex(2, len(cells) + 2)  # header is line 1
-    return RawTable(label, path, cells, file_sha256(path), "csv")
+    return RawTable(label, path, cells, file_sha256(path), "csv", dialect)
 
 
 def raw_from_frame(frame: pd.DataFrame, label: str) -> RawTable:
@@ -447,7 +438,10 @@ def validate(table: str, raw: RawTable, references: Mapping[str, pd.DataFrame] |
     if raw.cells.empty and not len(raw.cells.columns):
         raise InputError(problem("the file has no columns: expected a header row", file=raw.label))
     mapping, notes = match_columns(schema, raw, log)
-    log.raise_if_any("the columns do not match the schema; nothing was imported")
+    log.raise_if_any("the columns do not match the schema; nothing was imported"
+                     + one_column_hint(raw.cells.columns, raw.dialect))
+    if raw.dialect is not None and not raw.dialect.is_plain:
+        notes.insert(0, raw.dialect.note())
     markers = missing_markers()
     typed: dict[str, pd.Series] = {}
     code_cols: dict[str, pd.Series] = {}

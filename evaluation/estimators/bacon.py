@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, problem, plain
 
 TREATED_VS_NEVER = "treated vs never treated"
 EARLIER_VS_LATER = "earlier vs later treated"
@@ -177,7 +177,7 @@ def staggered_panel(panel: pd.DataFrame, *, y: str, unit: str, time: str,
     if (counts > 1).any():
         k = int(np.flatnonzero(counts > 1)[0])
         raise InputError(problem(
-            f"each (unit, time) pair must appear once; unit {units[k // n_times]!r} has "
+            f"each (unit, time) pair must appear once; unit {plain(units[k // n_times])!r} has "
             f"{int(counts[k])} rows in period {times[k % n_times]:g}", column=time,
             value=times[k % n_times]))
 
@@ -191,7 +191,7 @@ def staggered_panel(panel: pd.DataFrame, *, y: str, unit: str, time: str,
         i = int(np.flatnonzero(varying)[0])
         raise InputError(problem(
             f"cohort must be constant within a unit (it is the first treated period); unit "
-            f"{units[i]!r} has cohorts {gmin[i]:g} and {gmax[i]:g} ({int(varying.sum())} such "
+            f"{plain(units[i])!r} has cohorts {gmin[i]:g} and {gmax[i]:g} ({int(varying.sum())} such "
             f"unit(s)); treatment that switches off is not staggered adoption", column=cohort,
             value=gmax[i]))
     return StaggeredPanel(yv, unit_codes.astype(np.int64), time_codes.astype(np.int64),
@@ -212,7 +212,7 @@ def _check_treatment_column(panel: pd.DataFrame, sp: StaggeredPanel, treatment: 
     if off.any():
         j = int(np.flatnonzero(off)[0])
         raise InputError(problem(
-            f"treatment switches off (1 then 0) for unit {sp.units[uu[j]]!r} in period "
+            f"treatment switches off (1 then 0) for unit {plain(sp.units[uu[j]])!r} in period "
             f"{sp.times[sp.time_codes[order][j + 1]]:g}; the decomposition needs absorbing "
             f"(staggered) treatment", column=treatment, value=0))
     mismatch = d.astype(bool) != sp.treated
@@ -220,7 +220,7 @@ def _check_treatment_column(panel: pd.DataFrame, sp: StaggeredPanel, treatment: 
         j = int(np.flatnonzero(mismatch)[0])
         raise InputError(problem(
             f"treatment disagrees with {cohort!r} (expected 1 exactly from the cohort period on) "
-            f"for unit {sp.units[sp.unit_codes[j]]!r} in period {sp.times[sp.time_codes[j]]:g}",
+            f"for unit {plain(sp.units[sp.unit_codes[j]])!r} in period {sp.times[sp.time_codes[j]]:g}",
             column=treatment, value=d[j]))
 
 
@@ -242,7 +242,7 @@ def bacon_decomposition(panel: pd.DataFrame, *, y: str, unit: str, time: str, co
         i = int(np.argmin(per_unit))
         raise InputError(problem(
             f"the decomposition needs a balanced panel (every unit in all {T} periods); unit "
-            f"{sp.units[i]!r} has {int(per_unit[i])} period(s) ({int((per_unit < T).sum())} "
+            f"{plain(sp.units[i])!r} has {int(per_unit[i])} period(s) ({int((per_unit < T).sum())} "
             f"unit(s) incomplete)", column=unit, value=sp.units[i]))
     notes = []
     times = sp.times

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, problem, plain
 from evaluation.estimators.results import (
     Estimate,
     EstimatorResult,
@@ -141,7 +141,7 @@ def _constant_within_unit(codes: np.ndarray, values: np.ndarray, ids: np.ndarray
     n_distinct = frame.groupby("u", sort=True)["v"].nunique(dropna=False)
     varying = np.flatnonzero(n_distinct.to_numpy() > 1)
     if len(varying):
-        shown = ", ".join(repr(ids[i]) for i in varying[:5])
+        shown = ", ".join(repr(plain(ids[i])) for i in varying[:5])
         raise InputError(problem(
             f"{role} must be constant within each unit, but it changes over time for "
             f"{len(varying)} unit(s): {shown}", column=col))
@@ -178,7 +178,7 @@ def _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_u
     dup = pd.DataFrame({"u": codes, "t": t}).duplicated()
     if dup.any():
         pos = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(problem(f"more than one row for unit {uniques[codes[pos]]!r} in period "
+        raise InputError(problem(f"more than one row for unit {plain(uniques[codes[pos]])!r} in period "
                                  f"{t[pos]:g}; the panel needs one row per unit and period",
                                  row=pos + 1, column=unit, value=ids.iloc[pos]))
     unit_g = _constant_within_unit(codes, g, uniques, cohort, "cohort")

@@ -35,7 +35,7 @@ import pandas as pd
 from scipy import sparse, stats
 from scipy.sparse.csgraph import connected_components
 
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, problem, plain
 from evaluation.estimators.bacon import _missing_columns, _numeric, staggered_panel
 from evaluation.estimators.fixed_effects import demean
 from evaluation.estimators.results import (Estimate, EstimatorResult, VarianceConvention,
@@ -77,7 +77,7 @@ def _check_identified(unit0, time0, unit1, time1, n_units, n_times, units, times
     if split.any():
         j = int(np.flatnonzero(split)[0])
         raise InputError(problem(
-            f"unit {units[unit1[j]]!r} in period {times[time1[j]]:g}: its unit and period "
+            f"unit {plain(units[unit1[j]])!r} in period {times[time1[j]]:g}: its unit and period "
             f"fixed effects are estimated on disconnected sets of untreated observations, so "
             f"Y(0) is not identified", column=unit_col, value=units[unit1[j]]))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, problem, plain
 from evaluation.estimators.fixed_effects import FeolsResult, missing_column, feols, numeric_column
 from evaluation.estimators.results import Estimate, EstimatorResult
 
@@ -152,7 +152,7 @@ def _cohorts(panel: pd.DataFrame, unit: str, time: str, cohort: str):
     bad = lo != hi
     if bad.any():
         u = int(np.flatnonzero(bad)[0])
-        raise InputError(problem(f"one first-treated period per unit (unit {uniq[u]!r} has several)",
+        raise InputError(problem(f"one first-treated period per unit (unit {plain(uniq[u])!r} has several)",
                                  column=cohort), total=int(bad.sum()))
     return t, g, codes
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from evaluation.errors import InputError, problem
+from evaluation.errors import InputError, problem, plain
 from evaluation.estimators.fixed_effects import demean, missing_column, numeric_column
 
 __all__ = ["RandomisationResult", "randomisation_test", "n_assignments", "STATISTICS"]
@@ -199,7 +199,7 @@ def randomisation_test(panel: pd.DataFrame, *, y: str, unit: str, time: str, coh
     c_cohort, bad = _per_cluster(g, cl, G)
     if bad.any():
         c = int(np.flatnonzero(bad)[0])
-        raise InputError(problem(f"one join period per partnership (cluster {cl_uniques[c]!r} has "
+        raise InputError(problem(f"one join period per partnership (cluster {plain(cl_uniques[c])!r} has "
                                  "schools with different cohorts; randomisation inference "
                                  "permutes whole partnerships)", column=cohort),
                          total=int(bad.sum()))

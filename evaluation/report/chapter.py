@@ -21,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.report.specification_curve import specification_curve_section
-from evaluation.report.markdown import (count, escape, estimator_name, months_words, num, ordered_estimators,
-                                        padlocks_html, pct, pvalue, table)
+from evaluation.report.markdown import (article, count, escape, estimator_name, listing, months_range,
+                                        months_words, num, ordered_estimators, p_equals, padlocks_html, pct, pvalue,
+                                        table, type_words, year_span)
 
 FIGURES = ("trends.png", "event_study.png", "love_plot.png")
 MAP_TABLE = "schools.csv"
@@ -34,12 +35,6 @@ LOST_REASONS = {
     "missing_covariates": "a matching characteristic was missing (often a suppressed result)",
     "no_match_within_caliper": "no comparison school similar enough (outside the caliper)",
     "no_outcome_in_window": "no published result in the study window",
-}
-TYPE_WORDS = {
-    "multi_academy_trust": "multi-academy trust", "federation_hard": "hard federation",
-    "federation_soft": "soft federation", "teaching_school_alliance": "teaching school alliance",
-    "umbrella_trust": "umbrella trust", "collaborative_partnership": "collaborative partnership",
-    "informal_cluster": "informal cluster",
 }
 METHOD_WORDS = {
     "nearest": "nearest-neighbour matching on the propensity score (logistic regression)",
@@ -86,7 +81,7 @@ def _how_much(result: dict) -> str:
               if es["months"] else "**less than one month's progress**")
     return (f"**How much.** Effect size {num(es['g'])} (95% confidence interval {num(es['g_ci'][0])} to "
             f"{num(es['g_ci'][1])}), "
-            f"{months} (range {lo_m} to {hi_m} months; negative means less progress). "
+            f"{months} (95% range {months_range(lo_m, hi_m)}). "
             f"In the outcome's own units: {units}.")
 
 
@@ -142,11 +137,11 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     cohort, comp = d["cohort"], d["comparison"]
     c = result["counts"]
     m = result["matching"]
-    types = ", ".join(TYPE_WORDS.get(t, t) for t in cohort["partnership_types"])
+    types = listing([type_words(t) for t in cohort["partnership_types"]], "or")
     g0, g1 = cohort["joined_between"]
     out = ["## Who was in the study", ""]
-    which = (f"{escape(cohort['phase'])} schools that joined a {escape(types)} with first results after joining "
-             f"between {g0} and {g1}"
+    which = (f"{escape(cohort['phase'])} schools that joined {escape(article(types))} with first results after joining "
+             f"{year_span(g0, g1)}"
              + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
                 " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else ""))
     if flow_withheld(result):
@@ -174,9 +169,8 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
             + f", exactly on {escape(', '.join(m['exact']))}. Matching characteristics: "
             + escape(", ".join(m["covariates"])) + ".", ""]
     if comp.get("exclude_types"):
-        excluded = [TYPE_WORDS.get(t, t) for t in comp["exclude_types"]]
-        excluded = ", ".join(excluded[:-1]) + " or " + excluded[-1] if len(excluded) > 1 else excluded[0]
-        out += [f"Schools that ever joined a {escape(excluded)} "
+        excluded = listing([type_words(t) for t in comp["exclude_types"]], "or")
+        out += [f"Schools that ever joined {escape(article(excluded))} "
                 "were kept out of the comparison pool.", ""]
     rows = [[g["g"], _flow_count(g["treated"]), _flow_count(g["treated_matched"]), count(g["comparison_matched"])]
             for g in c["cohorts"]] + [[int(s["key"]), SUPPRESSED, SUPPRESSED, SUPPRESSED]
@@ -215,7 +209,8 @@ def _map(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     ax.set_xlabel("Easting (km, British National Grid)")
     ax.set_ylabel("Northing (km)")
     ax.set_title("Where the schools are")
-    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    # below the map, never over the points
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2)
     ax.grid(alpha=0.3)
     _save(fig, fig_dir / f"{sid}-map.png")
     return _figure(f"{rel}/{sid}-map.png", f"{sid}-map",
@@ -416,7 +411,7 @@ def _headline_lines(result: dict) -> list[str]:
         return []
     return ["**The headline's interval.** The summary reports the primary estimate "
             f"{num(h['estimate'], 3)} with the 95% interval {num(h['ci_low'], 3)} to {num(h['ci_high'], 3)} "
-            f"(SE {num(h['se'], 3)}, p {pvalue(h['p'])}): {escape(h['description'])}. Why this interval: "
+            f"(SE {num(h['se'], 3)}, {p_equals(h['p'])}): {escape(h['description'])}. Why this interval: "
             f"{escape(h['reason'])}" + (f" Caution: {escape(h['flag'])}" if h.get("flag") else ""), ""]
 
 
@@ -516,7 +511,7 @@ def _robustness_section(result: dict) -> str:
             f"{num(sec['mdes'])} ({escape(sec['mdes_source'])}). The analysis uses {count(c['school_years'])} "
             f"school-years in {count(c['clusters'])} clusters.", ""]
     out += ["### Effect size", "",
-            (f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {num(es['sd'], 3)}$: {escape(es['sd_source'])}."
+            (f"Hedges' $g = J \\cdot \\hat\\tau / SD$ with $SD = {es['sd']:.4g}$: {escape(es['sd_source'])}."
              if es["g"] is not None else escape(es["withheld"][0].upper() + es["withheld"][1:])), ""]
     truth = result.get("synthetic_truth")
     if truth:
@@ -559,6 +554,11 @@ def _placebo_lines(placebo: dict | None, result: dict) -> list[str]:
                   ["l", "r", "r", "r", "r", "r", "l"])]
 
 
+def _m_value(x, digits: int = 3) -> str:
+    """A violation size: exactly no violation prints as 0 (not 0.000)."""
+    return "0" if x == 0 else num(x, digits)
+
+
 def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
     """HonestDiD (Rambachan & Roth 2023): how far parallel trends may fail before the effect could be zero."""
     if not h or not (h.get("relative_magnitudes") or h.get("smoothness")):
@@ -576,7 +576,7 @@ def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
                 "change between consecutive years before joining.", "",
                 table(["$\\bar M$", "Robust 95% CI", "Excludes zero"], rows, ["r", "r", "l"])]
     if h.get("smoothness"):
-        rows = [[num(r["M"], 3), f"{num(r['lb'], 3)} to {num(r['ub'], 3)}",
+        rows = [[_m_value(r["M"]), f"{num(r['lb'], 3)} to {num(r['ub'], 3)}",
                  "no" if r["lb"] <= 0 <= r["ub"] else "yes"] for r in h["smoothness"]]
         out += ["Smoothness: the trend difference may bend by at most $M$ per year.", "",
                 table(["$M$", "Robust 95% CI (FLCI)", "Excludes zero"], rows, ["r", "r", "l"])]
@@ -585,7 +585,7 @@ def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
         hit = next((r for r in h.get(key) or [] if r["lb"] <= 0 <= r["ub"]), None)
         if hit is not None:
             symbol = "$\\bar M$" if label == "Mbar" else "$M$"
-            first_zero.append(f"{symbol} = {num(hit[label], digits)}")
+            first_zero.append(f"{symbol} = {_m_value(hit[label], digits)}")
     out += [("The robust interval first includes zero at " + " and at ".join(first_zero)
              + ": a violation of parallel trends that large could account for the whole effect.")
             if first_zero else "The robust interval excludes zero at every violation size examined.", ""]

@@ -91,3 +91,93 @@ def padlocks_html(n: int, total: int = 5) -> str:
     locks = "".join(_LOCK.format(cls="lock-on" if i < n else "lock-off") for i in range(total))
     return (f'<span class="padlocks" role="img" aria-label="{n} out of {total} padlocks">{locks}</span>'
             f'<span class="padlock-label">{n} out of {total} padlocks</span>')
+
+
+# ---------------------------------------------------------------------------- words for counts and names
+
+#: The reader's name for each partnership type (data_schemas' partnerships.type values): one place.
+TYPE_WORDS = {
+    "multi_academy_trust": "multi-academy trust", "federation_hard": "hard federation",
+    "federation_soft": "soft federation", "teaching_school_alliance": "teaching school alliance",
+    "umbrella_trust": "umbrella trust", "collaborative_partnership": "collaborative partnership",
+    "informal_cluster": "informal cluster",
+}
+
+
+def type_words(code: str) -> str:
+    """'federation_hard' -> 'hard federation' (unknown codes lose their underscores)."""
+    return TYPE_WORDS.get(code, str(code).replace("_", " "))
+
+
+def article(phrase: str) -> str:
+    """'an umbrella trust', 'a multi-academy trust', 'a university', 'an 11-plus school'."""
+    text = str(phrase).strip()
+    low = text.lower()
+    vowel = low[:1] in ("a", "e", "i", "o", "u")
+    if low.startswith(("uni", "use", "usu", "one", "eu", "ur")):
+        vowel = False
+    if low.startswith(("8", "11", "18", "hour", "honest")):
+        vowel = True
+    return ("an " if vowel else "a ") + text
+
+
+def plural(n, word: str, words: str | None = None) -> str:
+    """'0 schools', '1 school', '2 schools', '-1 school' (thousands separated)."""
+    many = words or word + "s"
+    return f"{count(n)} {word if abs(int(n)) == 1 else many}"
+
+
+def months(m) -> str:
+    """A number of months as a noun: '0 months', '1 month', '3 months' (sign dropped)."""
+    return plural(abs(int(m)), "month")
+
+
+def months_signed(m) -> str:
+    """A change in months: '1 month more', '2 months less', 'no difference'."""
+    m = int(m)
+    if m == 0:
+        return "no difference"
+    return f"{months(m)} {'more' if m > 0 else 'less'}"
+
+
+def months_progress(m) -> str:
+    """'about 1 month's additional progress', 'about 3 months' less progress',
+    'less than one month's progress' (0)."""
+    m = int(m)
+    if m == 0:
+        return "less than one month's progress"
+    return f"about {months_words(m)} {'additional' if m > 0 else 'less'} progress"
+
+
+def months_range(lo, hi) -> str:
+    """The months of a confidence interval: '2 to 10 months more', '1 to 3 months less',
+    'from 1 month less to 2 months more', '1 month more' (both ends equal)."""
+    lo, hi = int(lo), int(hi)
+    if lo == hi:
+        return months_signed(lo)
+    if lo >= 0:
+        return f"{lo} to {months(hi)} more"
+    if hi <= 0:
+        return f"{abs(hi)} to {months(lo)} less"
+    return f"from {months_signed(lo)} to {months_signed(hi)}"
+
+
+def year_span(first: int, last: int) -> str:
+    """'in 2016' or 'between 2016 and 2018'."""
+    return f"in {first}" if int(first) == int(last) else f"between {first} and {last}"
+
+
+def listing(items, conj: str = "and") -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + f" {conj} " + items[-1]
+
+
+def p_equals(p) -> str:
+    """'p = 0.042', 'p < 0.001' (never 'p = 0.000'), 'p not available'."""
+    text = pvalue(p)
+    if text == "\u2014":
+        return "p not available"
+    return "p " + text if text.startswith("<") else "p = " + text

@@ -29,7 +29,7 @@ import numpy as np
 
 from evaluation.errors import InputError, problem
 from evaluation.result_schema import MULTIVERSE_SCHEMA_VERSION
-from evaluation.report.figures import COLOURS, _save, plt
+from evaluation.report.figures import COLOURS, _save, outcome_label, plt
 from evaluation.report.markdown import count, escape, estimator_name, num, pct, table
 
 SUFFIX = ".multiverse"
@@ -108,7 +108,7 @@ def specification_curve_plot(content: dict, path: Path) -> Path:
         top.scatter(x[head], est[head], s=60, marker="D", color=HEADLINE_COLOUR, zorder=5,
                     label="The study's own specification (headline)")
     top.axhline(0, color="black", linewidth=0.8)
-    top.set_ylabel(f"Effect on {content['outcome']}")
+    top.set_ylabel(outcome_label({"outcome": {"name": content["outcome"]}}, "Effect on "))
     summary = content["summary"]
     top.set_title(f"Specification curve: {summary['estimated']} of {summary['specifications']} specifications "
                   "estimated, ranked by estimate")

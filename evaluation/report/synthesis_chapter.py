@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluation.report.chapter import TYPE_WORDS, is_synthetic
-from evaluation.report.markdown import escape, months_words, num, padlocks_html, table
+from evaluation.report.chapter import is_synthetic
+from evaluation.report.markdown import escape, listing, months_words, num, p_equals, padlocks_html, plural, table, type_words
 from evaluation.synthesis import forest_plot, meta_analysis, poolable
 
 #: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
@@ -15,7 +15,7 @@ SECURE = 3
 
 
 def _types(result: dict) -> str:
-    return ", ".join(TYPE_WORDS.get(t, t) for t in result["study"]["definition"]["cohort"]["partnership_types"])
+    return listing([type_words(t) for t in result["study"]["definition"]["cohort"]["partnership_types"]], "or")
 
 
 def _role_text(text: str) -> str:
@@ -45,8 +45,8 @@ def _verdict(result: dict) -> str:
         size = "a very small effect, less than one month's progress"
     if locks >= SECURE:
         return f"partnership schools did {way}: {size} ({locks} padlocks)"
-    return (f"a hint that partnership schools did {way} ({size}), but with only {locks} "
-            f"padlock{'s' if locks != 1 else ''} this is weak evidence")
+    return (f"a hint that partnership schools did {way} ({size}), but with only {plural(locks, 'padlock')} "
+            "this is weak evidence")
 
 
 def write_synthesis(results: list[dict], source: Path) -> Path:
@@ -116,19 +116,19 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
          "only two studies there are no degrees of freedom left to estimate it (it needs at least three)."), "",
         table(["Heterogeneity", "Value", "Meaning"], [
             ["$\\tau^2$", num(meta.tau2, 4), "variance of the true effects between studies"],
-            ["$I^2$", f"{100 * meta.i2:.0f}%", "share of the spread in estimates beyond chance"],
-            ["Cochran's Q", f"{num(meta.q)} ({meta.k - 1} df), p = {num(meta.q_p, 3)}",
+            ["I\u00b2", f"{100 * meta.i2:.0f}%", "share of the spread in estimates beyond chance"],
+            ["Cochran's Q", f"{num(meta.q)} ({meta.k - 1} df), {p_equals(meta.q_p)}",
              "test that every study has the same true effect"],
         ], ["l", "r", "l"]),
         table(["Study", "Type", "Formal", "g", "95% CI", "Weight"], [
-            [escape(t.title), escape(t.partnership_type.replace("_", " ")), "yes" if t.formal else "no",
+            [escape(t.title), escape(type_words(t.partnership_type)), "yes" if t.formal else "no",
              num(t.g, 3), f"{num(t.ci_low, 3)} to {num(t.ci_high, 3)}", f"{100 * t.weight:.0f}%"]
             for t in meta.table.itertuples()], ["l", "l", "l", "r", "r", "r"]),
         "**How to read the pooled number.** "
-        + (f"The studies disagree far more than chance would explain ($I^2$ = {100 * meta.i2:.0f}%), so the "
+        + (f"The studies disagree far more than chance would explain (I\u00b2 = {100 * meta.i2:.0f}%), so the "
            "pooled effect is an average over different kinds of partnership, phase and outcome, not the effect "
            "of 'a partnership'; read the studies one by one. " if meta.i2 >= 0.5 else
-           f"The studies are reasonably consistent ($I^2$ = {100 * meta.i2:.0f}%). ")
+           f"The studies are reasonably consistent (I\u00b2 = {100 * meta.i2:.0f}%). ")
         + f"A pooled estimate is no more secure than the studies in it: the weakest has "
           f"{padlocks_html(weakest)}.", "",
         f"Formal partnerships: {len(formal)} stud{'ies' if len(formal) != 1 else 'y'}"

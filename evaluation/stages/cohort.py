@@ -10,7 +10,6 @@ to treat).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -180,10 +179,14 @@ def matching_frame(study: Study, data: StudyData, cohort: Cohort, g: int) -> tup
 
 
 def data_fingerprint(data: StudyData) -> str:
-    """SHA-256 over the canonical CSV text of the tables the study read."""
-    digest = hashlib.sha256()
-    for name in ("schools", "partnerships", "memberships", "school_years"):
-        frame = getattr(data, name)
-        digest.update(name.encode() + b"\n")
-        digest.update(frame.to_csv(index=False, lineterminator="\n").encode())
-    return digest.hexdigest()
+    """The data fingerprint of the store the tables came from (``evaluation.data.store.fingerprint_tables``,
+    the one definition ``impact data info`` prints): carried by ``Store.read_table`` on the frames; for
+    tables not read from a store, computed from the frames themselves by the same definition."""
+    from evaluation.data.store import fingerprint_tables
+
+    stamps = {getattr(f, "attrs", {}).get("data_fingerprint")
+              for f in (data.schools, data.partnerships, data.memberships, data.school_years)}
+    if len(stamps) == 1 and None not in stamps:
+        return stamps.pop()
+    return fingerprint_tables({"schools": data.schools, "partnerships": data.partnerships,
+                               "memberships": data.memberships, "school_years": data.school_years})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.data.csv_input import decode_text
 from evaluation.data.validate import RawTable, ValidatedTable, read_raw
 from evaluation.errors import InputError, Problem, problem
 
@@ -72,12 +73,8 @@ def read_download(path: str | Path, kind: str, required: tuple[str, ...]) -> tup
 
 def _check_complete(raw: RawTable) -> None:
     """Every row must have as many fields as the header: a short row means a cut-off download."""
-    data = raw.path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")
-    rows = csv.reader(io.StringIO(text, newline=""))
+    text, dialect = decode_text(raw.path, getattr(raw, "dialect", None))  # the encoding and separator read_raw found
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
     header = next(rows, [])
     for line, fields in enumerate(rows, start=2):
         if fields and len(fields) < len(header):
@@ -95,26 +92,48 @@ def cell(raw: RawTable, columns: dict[str, str], name: str) -> pd.Series:
     return raw.cells[col].astype(str).str.strip()
 
 
+EXAMPLE_ROWS = 5
+
+
 class Tally:
-    """Counts rejected rows by reason, for the provenance notes."""
+    """Counts rejected rows by reason, for the provenance notes. For some reasons (codes
+    no list names) the first few row numbers are kept too, so the one note line per
+    reason says where to look: "150 rows: RECTYPE '9' ... (rows 12, 13, 14, ...)"."""
 
     def __init__(self) -> None:
         self.reasons: Counter[str] = Counter()
+        self.rows: dict[str, list[int]] = {}
 
     def add(self, reason: str, n: int = 1) -> None:
         if n:
             self.reasons[reason] += n
 
-    def add_mask(self, mask: pd.Series, reason: str) -> None:
+    def add_mask(self, mask: pd.Series, reason: str, show_rows: bool = False) -> None:
         self.add(reason, int(mask.sum()))
+        if show_rows and mask.any():
+            self.rows.setdefault(reason, []).extend(int(r) for r in mask[mask].index[:EXAMPLE_ROWS])
+
+    def add_unknown(self, values: pd.Series, unknown: pd.Series, column: str, what: str, where: str) -> None:
+        """Rows whose ``column`` holds a code no list names: one reason per distinct code,
+        counted and skipped (never a stop for the whole file). ``where`` names the list."""
+        for value in sorted(values[unknown].unique()):
+            self.add_mask(unknown & (values == value),
+                          f"{column} {value!r} is not a known {what} ({where}): skipped", show_rows=True)
 
     @property
     def total(self) -> int:
         return sum(self.reasons.values())
 
     def notes(self) -> list[str]:
-        return [f"{n} row{'s' if n != 1 else ''}: {reason}" for reason, n in
-                sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+        out = []
+        for reason, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+            line = f"{n} row{'s' if n != 1 else ''}: {reason}"
+            rows = self.rows.get(reason)
+            if rows:
+                line += f" (row{'s' if n != 1 else ''} " + ", ".join(map(str, rows[:EXAMPLE_ROWS])) \
+                        + (", ..." if n > EXAMPLE_ROWS else "") + ")"
+            out.append(line)
+        return out
 
 
 @dataclass

@@ -9,10 +9,12 @@ January school census named by CensusDate.
 
 Rows that are not schools in England (excluded establishment types, Welsh or
 non-regional rows, schools only proposed to open) are not imported and are counted
-with their reason. URNs joined by establishment links (see ``links.py``) become one
-school: its stable id is the earliest predecessor's URN, its descriptors (name, type,
-phase, ...) are the latest URN's, ``opened`` is the earliest URN's opening and
-``closed`` the latest URN's closing.
+with their reason; so are rows of an establishment type in neither list (a type GIAS
+added later), with the type and the first rows, rather than stopping the file. URNs
+joined by establishment links (see ``links.py``) become one school: its stable id is
+the earliest predecessor's URN, its descriptors (name, type, phase, ...) are the
+latest URN's, ``opened`` is the earliest URN's opening and ``closed`` the latest
+URN's closing.
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ def read_establishments(path) -> tuple[RawTable, ValidatedTable, Tally, pd.DataF
 
     etype = get("TypeOfEstablishment (name)")
     excluded_types = {t.casefold() for t in maps["establishment_type_excluded"]["types"]}
-    keep = _classify(etype, folded(maps["establishment_type"]), excluded_types, "TypeOfEstablishment (name)",
-                     "establishment type", "not a school", tally, log)
+    known_types = folded(maps["establishment_type"])
+    # a type GIAS added since the list was written: counted and skipped, never a stop
+    new_type = ~etype.str.casefold().isin(set(known_types) | excluded_types)
+    tally.add_unknown(etype, new_type, "TypeOfEstablishment (name)", "GIAS establishment type",
+                      "data_schemas/dfe_mappings.toml [establishment_type]")
+    keep = _classify(etype, known_types, excluded_types, "TypeOfEstablishment (name)",
+                     "establishment type", "not a school", tally, log, ~new_type) & ~new_type
     status = get("EstablishmentStatus (name)")
     st = maps["establishment_status"]
     keep &= _classify(status, {s.casefold(): s for s in st["imported"]}, {s.casefold() for s in st["excluded"]},

@@ -382,7 +382,7 @@ def _urn_table(s: pd.DataFrame) -> pd.DataFrame:
 def _performance(panel: SyntheticPanel, s: pd.DataFrame, kind: str, year: int) -> pd.DataFrame:
     """One year's england_ks2final.csv / england_ks4final.csv (school, LA and national rows)."""
     maps = performance_mappings()
-    rect = next(r for r in maps["rectype"] if in_years(r, year))
+    rect = next(r for r in maps["rectype"] if kind in r.get("kinds", [kind]) and in_years(r, year))
     labels = {int(k): v for k, v in rect["labels"].items()}
     la_rectype = next(k for k, v in labels.items() if v == "local authority")
     national = [k for k, v in labels.items() if v.startswith("national")]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import pandas as pd
 
 from evaluation.data.dfe.common import ImportedTable, Tally, cell, read_download, text_table
-from evaluation.data.dfe.groups import group_type_rules, unknown_group_types
+from evaluation.data.dfe.groups import group_type_rules, rules_of, unknown_group_types
 from evaluation.data.dfe.links import map_urns
 from evaluation.data.validate import (ProblemLog, RawTable, ValidatedTable, parse_dates, empty_missing_table,
                                       validate)
@@ -45,7 +45,7 @@ def read_group_links(path, partnerships: pd.DataFrame, schools: pd.DataFrame, es
     log = ProblemLog(raw.label)
     tally = Tally()
     gtype = get("Group Type")
-    unknown_group_types(gtype, pd.Series(True, index=gtype.index), log)
+    unknown = unknown_group_types(gtype, tally)
     urn_text = get("URN")
     urn = pd.to_numeric(urn_text.where(urn_text != ""), errors="coerce")
     bad = urn.isna() | (urn % 1 != 0) | (urn < 100000) | (urn > 999999)
@@ -57,10 +57,10 @@ def read_group_links(path, partnerships: pd.DataFrame, schools: pd.DataFrame, es
     urn = urn.astype("Int64")
     uid = get("Group UID")
     rules = group_type_rules()
-    rule = gtype.str.casefold().map(rules)
+    rule = rules_of(gtype)
     is_sponsor = rule.map(lambda r: bool(r.get("sets_sponsor_led")))
     is_partnership = rule.map(lambda r: r.get("partnership", True))
-    for value in sorted(gtype[~is_partnership].unique()):
+    for value in sorted(gtype[~is_partnership & ~unknown].unique()):
         tally.add_mask(gtype == value, rules[value.casefold()]["reason"])
 
     est = establishments.set_index("urn")

@@ -8,7 +8,8 @@ date "Closed Date", both day-first. Group types map onto partnership types by
 the name says soft), foundation and umbrella trusts, collegiate and partnership
 groups; single-academy trusts and school sponsors are not partnerships (counted as
 rejected with the reason; sponsors set ``sponsor_led`` when group links are imported).
-A group type in none of the lists stops the import.
+A group type in none of the lists (one GIAS added later) is counted and its rows
+skipped with the type and first rows in the notes, never a stop.
 """
 
 from __future__ import annotations
@@ -27,12 +28,22 @@ def group_type_rules() -> dict[str, dict]:
     return {k.casefold(): dict(v, name=k) for k, v in gias_mappings()["group_type"].items()}
 
 
-def unknown_group_types(types: pd.Series, among: pd.Series, log: ProblemLog) -> None:
+#: The rule for a Group Type no list names: not a partnership (its rows are counted and skipped).
+UNKNOWN_RULE = {"partnership": False}
+
+
+def unknown_group_types(types: pd.Series, tally: Tally) -> pd.Series:
+    """Rows of a Group Type GIAS added since the list was written: counted with the
+    type and first rows, and skipped (never a stop for the whole file)."""
+    unknown = ~types.str.casefold().isin(set(group_type_rules()))
+    tally.add_unknown(types, unknown, "Group Type", "GIAS group type", "data_schemas/dfe_mappings.toml [group_type]")
+    return unknown
+
+
+def rules_of(types: pd.Series) -> pd.Series:
+    """Each row's Group Type rule (``UNKNOWN_RULE`` for a type no list names)."""
     rules = group_type_rules()
-    bad = among & ~types.str.casefold().isin(set(rules))
-    log.add_rows(bad[bad].index, "Group Type", types[bad],
-                 "unknown Group Type: not listed in data_schemas/dfe_mappings.toml (expected one of "
-                 + ", ".join(r["name"] for r in rules.values()) + ")")
+    return types.str.casefold().map(lambda t: rules.get(t, UNKNOWN_RULE))
 
 
 def read_groups(path, previous: pd.DataFrame | None = None) -> tuple[RawTable, ValidatedTable, Tally]:
@@ -43,7 +54,7 @@ def read_groups(path, previous: pd.DataFrame | None = None) -> tuple[RawTable, V
     log = ProblemLog(raw.label)
     tally = Tally()
     gtype = get("Group Type")
-    unknown_group_types(gtype, pd.Series(True, index=gtype.index), log)
+    unknown = unknown_group_types(gtype, tally)
     status = get("Group Status")
     st = gias_mappings()["group_status"]
     ok_status = {s.casefold() for s in st["imported"]} | {""}
@@ -52,9 +63,9 @@ def read_groups(path, previous: pd.DataFrame | None = None) -> tuple[RawTable, V
                  "unknown Group Status: expected one of " + ", ".join(st["imported"] + st["excluded"]))
     log.raise_if_any("nothing was imported")
     rules = group_type_rules()
-    rule = gtype.str.casefold().map(rules)
+    rule = rules_of(gtype)
     is_partnership = rule.map(lambda r: r.get("partnership", True))
-    for value in sorted(gtype[~is_partnership].unique()):
+    for value in sorted(gtype[~is_partnership & ~unknown].unique()):
         tally.add_mask(gtype == value, rules[value.casefold()]["reason"])
     excluded = is_partnership & ~status.str.casefold().isin(ok_status)
     for value in sorted(status[excluded].unique()):

@@ -6,7 +6,9 @@ DfE conventions relied on (``data_schemas/dfe_performance.toml`` holds the detai
   else from the file's name or its folder, which DfE's download names like
   ``2018-2019`` (the year is the one the academic year ends in, here 2019);
 * RECTYPE says whether a row is a school or an LA or national total, with codes that
-  changed between years; only school rows with a URN are kept, others are counted;
+  differ between KS2 and KS4 and changed between years; only school rows with a URN
+  are kept, others are counted; a code the list does not name is counted and its
+  rows skipped (the code and first rows are in the notes), never a stop;
 * NFTYPE (school type) codes changed too (e.g. converter academies "ACC" from 2012);
   it only labels the kept rows in the notes;
 * headline measures keep their DfE column names, except where DfE renamed one (the
@@ -28,7 +30,7 @@ import pandas as pd
 
 from evaluation.data.dfe.common import Tally, cell, norm, read_download, relabel, text_table
 from evaluation.data.dfe.mappings import in_years, performance_mappings
-from evaluation.data.validate import ProblemLog, RawTable, ValidatedTable, validate
+from evaluation.data.validate import RawTable, ValidatedTable, validate
 from evaluation.errors import InputError, problem
 
 _ACADEMIC_YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)[-_ ]?((?:19|20)?\d\d)(?!\d)")
@@ -61,10 +63,10 @@ def resolve_year(path: str | Path, year: int | None, kind: str) -> tuple[int, st
     return found
 
 
-def conventions(year: int) -> tuple[dict, dict]:
-    """(RECTYPE rule, NFTYPE codes) in force for ``year``."""
+def conventions(kind: str, year: int) -> tuple[dict, dict]:
+    """(RECTYPE rule, NFTYPE codes) in force for a ``kind`` (ks2, ks4) table of ``year``."""
     maps = performance_mappings()
-    rect = next(r for r in maps["rectype"] if in_years(r, year))
+    rect = next(r for r in maps["rectype"] if kind in r.get("kinds", [kind]) and in_years(r, year))
     nf = next(n for n in maps["nftype"] if in_years(n, year))
     return rect, nf["codes"]
 
@@ -96,19 +98,17 @@ def read_performance(path, kind: str, year: int, schools: pd.DataFrame,
         raise InputError(problem(f"none of the {kind.upper()} headline columns for {year} is in the file "
                                  f"(expected some of {', '.join(wanted)}): is this the right table and year?",
                                  file=raw.label, row=1))
-    rect, nftypes = conventions(year)
-    log = ProblemLog(raw.label)
+    rect, nftypes = conventions(kind, year)
     rectype_text = get("RECTYPE")
     rectype = pd.to_numeric(rectype_text, errors="coerce")
     labels = {int(k): v for k, v in rect["labels"].items()}
-    unknown = rectype.isna() | ~rectype.isin(list(labels))
-    log.add_rows(unknown[unknown].index, "RECTYPE", rectype_text[unknown],
-                 f"unknown record type for {year}: expected one of "
-                 + ", ".join(f"{k} ({v})" for k, v in labels.items()))
-    log.raise_if_any("nothing was imported")
     tally = Tally()
-    is_school = rectype.isin(rect["school"])
-    for code in sorted(set(rectype[~is_school].astype(int))):
+    # a code the year's list does not name: counted and skipped with the code, never a stop
+    unknown = rectype.isna() | ~rectype.isin(list(labels))
+    tally.add_unknown(rectype_text, unknown, "RECTYPE", f"{kind.upper()} {year} record type",
+                      "listed: " + ", ".join(map(str, labels)) + " in data_schemas/dfe_performance.toml")
+    is_school = rectype.isin(rect["school"]) & ~unknown
+    for code in sorted(set(rectype[~is_school & ~unknown].astype(int))):
         tally.add_mask(rectype == code, f"not a school (RECTYPE {code}: {labels[code]})")
     urn_text = get("URN")
     urn = pd.to_numeric(urn_text.where(urn_text != ""), errors="coerce")
