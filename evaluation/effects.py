@@ -366,13 +366,20 @@ def _size_words(es: EffectSize, result: dict) -> str:
     return f"an effect of about {possessive} {'additional' if es.g > 0 else 'less'} progress ({units})"
 
 
+def sentence_case(text: str) -> str:
+    """Lower-case the first letter for use mid-sentence, unless it starts an acronym (KS2, FSM)."""
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
+
+
 def plain_summary(result: dict) -> dict:
     """The summary box in plain English: question, answer (from ``verdict``) and main caveat."""
     es = effect_size(result)
     sec = security_rating(result)
     v = verdict(result)
     outcome = result["outcome"]["description"].rstrip(".")
-    outcome = outcome[0].lower() + outcome[1:]
+    outcome = sentence_case(outcome)
     size = _size_words(es, result)
     failed = "; ".join(c.detail for c in v.failed)
     mdes = f"{sec.mdes:.2f}" if np.isfinite(sec.mdes) else "unknown"

@@ -185,3 +185,11 @@ def with_blocks(r: dict) -> dict:
     r["verdict"] = verdict(r).to_dict()
     r["summary"] = plain_summary(r)
     return r
+
+
+def test_sentence_case_keeps_acronyms():
+    from evaluation.effects import sentence_case
+
+    assert sentence_case("KS1-KS2 maths progress score") == "KS1-KS2 maths progress score"
+    assert sentence_case("Average Attainment 8 score") == "average Attainment 8 score"
+    assert sentence_case("") == ""
