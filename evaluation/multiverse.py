@@ -598,7 +598,8 @@ def _task_data(study: Study, data: StudyData) -> StudyData:
     urns = set(data.schools.loc[in_phase, "urn"])
     years = data.school_years[data.school_years["urn"].isin(urns)]
     trimmed = StudyData(schools=data.schools[in_phase].reset_index(drop=True), partnerships=data.partnerships,
-                        memberships=data.memberships, school_years=years.reset_index(drop=True), truth=None)
+                        memberships=data.memberships, school_years=years.reset_index(drop=True), truth=None,
+                        fingerprint=data.fingerprint)
     return trimmed if trimmed.years == data.years and len(years) else StudyData(
-        data.schools, data.partnerships, data.memberships, data.school_years, None)
+        data.schools, data.partnerships, data.memberships, data.school_years, None, data.fingerprint)
 

@@ -38,7 +38,8 @@ def load_all(store):
                                  "first", file=str(store.path)))
     truth = store.read_extra("truth_effects") if "truth_effects" in store.tables() else None
     return StudyData(store.read_table("schools"), store.read_table("partnerships"),
-                     store.read_table("memberships"), store.read_table("school_years"), truth)
+                     store.read_table("memberships"), store.read_table("school_years"), truth,
+                     fingerprint=store.fingerprint())
 
 
 def _run(args) -> int:

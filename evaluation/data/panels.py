@@ -21,4 +21,5 @@ def load_study_data(store: Store, study: Study) -> StudyData:
         memberships=store.read_table("memberships"),
         school_years=store.read_table("school_years", columns=columns),
         truth=truth,
+        fingerprint=store.fingerprint(),
     )

@@ -116,18 +116,7 @@ class Store:
     # ----------------------------------------------------------------- reading
     def read_table(self, table: str, columns: Iterable[str] | None = None, where: str | None = None,
                    params: list | None = None) -> pd.DataFrame:
-        """A table as a DataFrame with the dtypes its schema declares, sorted by key.
-
-        A whole school-level table (no ``where``) carries the store's data fingerprint in
-        ``frame.attrs["data_fingerprint"]``, so a study that reads only some columns still
-        records the fingerprint of the store it read (``stages.cohort.data_fingerprint``)."""
-        frame = self._read_table(table, columns, where, params)
-        if where is None and table in FINGERPRINT_TABLES and table in self.tables():
-            frame.attrs["data_fingerprint"] = self.fingerprint()
-        return frame
-
-    def _read_table(self, table: str, columns: Iterable[str] | None = None, where: str | None = None,
-                    params: list | None = None) -> pd.DataFrame:
+        """A table as a DataFrame with the dtypes its schema declares, sorted by key."""
         schema = load_schema(table)
         wanted = list(columns) if columns is not None else schema.column_names
         unknown = [c for c in wanted if c not in schema.column_names]
@@ -292,7 +281,7 @@ class Store:
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1]
         present = self.tables()
-        value = fingerprint_tables({name: self._read_table(name) for name in FINGERPRINT_TABLES if name in present})
+        value = fingerprint_tables({name: self.read_table(name) for name in FINGERPRINT_TABLES if name in present})
         self._fingerprint_cache = (stamp, value)
         return value
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.data.calendar import first_exposed_year
+from evaluation.data.store import fingerprint_tables
 from evaluation.errors import InputError, problem
 from evaluation.study import CONTEXT_COVARIATES, Study
 
@@ -28,6 +29,7 @@ class StudyData:
     memberships: pd.DataFrame
     school_years: pd.DataFrame  # urn, year, the outcome, context columns
     truth: pd.DataFrame | None = None  # synthetic panels only
+    fingerprint: str | None = None  # the store's data fingerprint (Store.fingerprint), when read from a store
 
     @property
     def years(self) -> tuple[int, int]:
@@ -180,13 +182,9 @@ def matching_frame(study: Study, data: StudyData, cohort: Cohort, g: int) -> tup
 
 def data_fingerprint(data: StudyData) -> str:
     """The data fingerprint of the store the tables came from (``evaluation.data.store.fingerprint_tables``,
-    the one definition ``impact data info`` prints): carried by ``Store.read_table`` on the frames; for
-    tables not read from a store, computed from the frames themselves by the same definition."""
-    from evaluation.data.store import fingerprint_tables
-
-    stamps = {getattr(f, "attrs", {}).get("data_fingerprint")
-              for f in (data.schools, data.partnerships, data.memberships, data.school_years)}
-    if len(stamps) == 1 and None not in stamps:
-        return stamps.pop()
+    the one definition ``impact data info`` prints), as the loader recorded it; for tables not read
+    from a store, computed from the frames themselves by the same definition."""
+    if data.fingerprint is not None:
+        return data.fingerprint
     return fingerprint_tables({"schools": data.schools, "partnerships": data.partnerships,
                                "memberships": data.memberships, "school_years": data.school_years})
