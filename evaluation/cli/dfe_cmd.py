@@ -8,10 +8,12 @@ from evaluation.data.dfe import KINDS
 
 def add_dfe_subcommand(data_subparsers) -> None:
     p = data_subparsers.add_parser(
-        "import-dfe", help="import a DfE file (GIAS establishments, groups, links; KS2/KS4 performance tables)",
+        "import-dfe", help="import a DfE file (GIAS establishments, groups, links, trust history; KS2/KS4 "
+                           "performance tables)",
         description="Map a file downloaded from Get Information About Schools or the school performance tables "
                     "onto the data model and load it in one transaction, recording what was kept and why other "
                     "rows were dropped. Order: gias-establishments, gias-links, gias-groups, gias-group-links, "
+                    "gias-trust-history (academiesmatmembershipYYYYMMDD.csv: memberships with leaving dates), "
                     "then ks2/ks4 for any years.")
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"one of {', '.join(KINDS)}")
     p.add_argument("file", metavar="FILE", help="the CSV as downloaded (UTF-8 or Windows-1252)")

@@ -1,5 +1,6 @@
-"""Importers for DfE's public files: GIAS establishments, groups, group links and
-establishment links, and the KS2/KS4 school performance tables.
+"""Importers for DfE's public files: GIAS establishments, groups, group links,
+establishment links and the academies trust membership history, and the KS2/KS4
+school performance tables.
 
 Each module maps one kind of file onto the data model (``data_schemas/``); the
 name mappings live in ``data_schemas/dfe_mappings.toml`` and
@@ -7,4 +8,4 @@ name mappings live in ``data_schemas/dfe_mappings.toml`` and
 runs one import in one store transaction and records its provenance.
 """
 
-KINDS = ("gias-establishments", "gias-groups", "gias-group-links", "gias-links", "ks2", "ks4")
+KINDS = ("gias-establishments", "gias-groups", "gias-group-links", "gias-links", "gias-trust-history", "ks2", "ks4")

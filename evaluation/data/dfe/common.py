@@ -28,6 +28,7 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "gias-groups": ("Group UID", "Group Name", "Group Type"),
     "gias-group-links": ("Group UID", "URN", "Group Type"),
     "gias-links": ("URN", "LinkURN", "LinkType"),
+    "gias-trust-history": ("URN", "Group UID", "Date Joined Group"),
     "ks2": ("RECTYPE", "URN", "TELIG"),
     "ks4": ("RECTYPE", "URN", "TPUP"),
 }
@@ -37,9 +38,15 @@ TITLES = {
     "gias-groups": "GIAS groups file (allgroupsdataYYYYMMDD.csv)",
     "gias-group-links": "GIAS group links file",
     "gias-links": "GIAS establishment links file",
+    "gias-trust-history": "GIAS academies trust membership history (academiesmatmembershipYYYYMMDD.csv)",
     "ks2": "KS2 performance table (england_ks2final.csv)",
     "ks4": "KS4 performance table (england_ks4final.csv)",
 }
+
+
+#: A column only one kind of file has: a file with it is refused as any other kind (the
+#: trust membership history also has every column the group links file requires).
+CLAIMS: dict[str, str] = {"gias-trust-history": "Date Joined Group"}
 
 
 def norm(name: str) -> str:
@@ -66,6 +73,10 @@ def read_download(path: str | Path, kind: str, required: tuple[str, ...]) -> tup
                + ", ".join(repr(m) for m in missing[1:]) + ")"
         raise InputError(problem(f"required column {missing[0]!r} is {what}: expected a {TITLES[kind]}{hint}",
                                  file=raw.label, row=1, column=missing[0]))
+    for other, column in CLAIMS.items():
+        if other != kind and norm(column) in columns:
+            raise InputError(problem(f"the file has the column {column!r} of a {TITLES[other]}: expected a "
+                                     f"{TITLES[kind]}; use KIND {other}", file=raw.label, row=1, column=column))
     if raw.cells.empty:
         raise InputError(problem("the file has a header but no data rows", file=raw.label, row=2))
     return raw, columns
@@ -177,7 +188,9 @@ def relabel(err: InputError, names: dict[str, str]) -> InputError:
         if p.column in names:
             return Problem(p.expected, p.file, p.row, f"{names[p.column]} ({p.column})", p.value, p.has_value)
         return p
-    return InputError([one(p) for p in err.problems], total=err.total, summary=err.summary)
+    counts = None if err.counts is None else {
+        (f, f"{names[c]} ({c})" if c in names else c, e): n for (f, c, e), n in err.counts.items()}
+    return InputError([one(p) for p in err.problems], total=err.total, summary=err.summary, counts=counts)
 
 
 def text_table(raw: RawTable, cells: dict[str, pd.Series], index=None) -> RawTable:

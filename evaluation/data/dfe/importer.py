@@ -3,9 +3,11 @@ transaction, and record provenance (kind, year, rows read/kept/rejected and why)
 the notes of the ``imports`` row.
 
 Import order (each step reads what the earlier ones stored):
-gias-establishments -> gias-links -> gias-groups -> gias-group-links -> ks2/ks4 (any
-years, any order). Re-importing a file replaces what it produced; performance tables
-merge into school_years by (urn, year) and touch only their own columns.
+gias-establishments -> gias-links -> gias-groups -> gias-group-links ->
+gias-trust-history -> ks2/ks4 (any years, any order). Re-importing a file replaces what
+it produced (gias-group-links replaces every membership, so import the trust history
+again after it); performance tables merge into school_years by (urn, year) and touch
+only their own columns.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from evaluation.data.dfe.groups import read_groups
 from evaluation.data.dfe.links import LINKS_TABLE, load_links, rekey_tables, read_links, stable_ids, urn_map
 from evaluation.data.dfe.merge import merge_school_years
 from evaluation.data.dfe.performance import read_performance, resolve_year
+from evaluation.data.dfe.trust_history import read_trust_history
 from evaluation.data.store import Store
 from evaluation.data.validate import ValidatedTable, empty_missing_table, validate
 from evaluation.errors import InputError, problem
@@ -127,6 +130,19 @@ def _group_links(store: Store, path: Path, year) -> ImportReport:
     return _finish(store, "gias-group-links", raw, prov, tables)
 
 
+def _trust_history(store: Store, path: Path, year) -> ImportReport:
+    label = path.name
+    schools = _require(store, "schools", label, "gias-establishments")
+    est = _require(store, STAGING_TABLE, label, "gias-establishments")
+    present = store.tables()
+    partnerships = store.read_table("partnerships") if "partnerships" in present else None
+    memberships = store.read_table("memberships") if "memberships" in present else None
+    mapping = urn_map(load_links(store))
+    raw, tables, tally, kept, notes = read_trust_history(path, partnerships, schools, est, mapping, memberships)
+    prov = Provenance("gias-trust-history", raw.label, len(raw.cells), kept, tally, extra=notes)
+    return _finish(store, "gias-trust-history", raw, prov, tables)
+
+
 def _performance(kind: str):
     def run(store: Store, path: Path, year) -> ImportReport:
         year, source = resolve_year(path, year, kind)
@@ -145,6 +161,7 @@ _HANDLERS = {
     "gias-links": _links,
     "gias-groups": _groups,
     "gias-group-links": _group_links,
+    "gias-trust-history": _trust_history,
     "ks2": _performance("ks2"),
     "ks4": _performance("ks4"),
 }
