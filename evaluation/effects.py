@@ -28,6 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 from scipy import stats
 
+from evaluation.data.schema import description_words, sentence_case
 from evaluation.estimators.names import SHORT
 from evaluation.numbers import sign_safe_decimals
 
@@ -134,6 +135,7 @@ class SecurityRating:
     reasons: list[str] = field(default_factory=list)  # one per lost padlock
     mdes: float = float("nan")
     mdes_source: str = ""
+    caveats: list[str] = field(default_factory=list)  # each threat that cost a padlock, in plain words
 
     @property
     def symbols(self) -> str:
@@ -168,8 +170,9 @@ class Check:
 
     name: str  # "pretrend", "placebo", "honest_did"
     failed: bool | None  # None: not computed / not applicable
-    detail: str
+    detail: str  # for the technical reader (the chapter's list of checks)
     kind: str = "bias"  # "bias": the checks point to bias; "sensitivity": a plausible violation explains it
+    plain: str = ""  # what a failure means, in words for the answer sentence (not stored)
 
     @property
     def title(self) -> str:
@@ -178,12 +181,35 @@ class Check:
 
 CHECK_TITLES = {"pretrend": "pre-trend test", "placebo": "placebo", "honest_did": "HonestDiD"}
 
+#: A failed check in words for the answer sentence (no test names, symbols or row numbers: the
+#: chapter's list of checks gives those).
+PLAIN_CHECKS = {
+    "pretrend": "before joining, the partnership schools were already on a different path from the comparison "
+                "schools",
+    "placebo": "pretending the schools joined earlier than they did shows effects in years when there can be none",
+    "honest_did": "under the HonestDiD sensitivity analysis, allowing post-joining departures from parallel trends "
+                  "as large as the largest seen before joining, the effect in the first year after joining could "
+                  "be zero",
+}
+#: A threat that cost a padlock, as the summary's main caveat says it (no numbers of single years).
+PLAIN_THREATS = {
+    "pretrend": "Before joining, the partnership and comparison schools were already on different paths, so part of "
+                "the difference after joining may not be the partnership's doing",
+    "placebo": "Pretending the schools joined earlier than they did shows effects in years when there can be none, "
+               "so the comparison schools may not show what would have happened without the partnership",
+    "honest_did": "If the partnership and comparison schools drifted apart after joining as much as they did before, "
+                  "that alone could explain the effect (HonestDiD sensitivity analysis)",
+}
+
+
+def _unit(result: dict) -> str:
+    unit = result["outcome"].get("unit") or "points"
+    return "percentage points" if unit == "percent" else unit
+
 
 def _in_units(result: dict, x: float) -> str:
     """A number in the outcome's units, and in effect-size units when a pupil-level SD is known."""
-    unit = result["outcome"].get("unit") or "points"
-    unit = "percentage points" if unit == "percent" else unit
-    text = f"{_signed(x)} {unit}"
+    text = f"{_signed(x)} {_unit(result)}"
     es = effect_size(result)
     if es.sd is not None:
         text += f", effect size {_signed(hedges_j(result) * x / es.sd)}"
@@ -213,7 +239,8 @@ def pretrend_check(result: dict, alpha: float = 0.05) -> Check:
     shown = (f"; largest pre-joining difference {_in_units(result, worst['estimate'])} at e = {worst['e']}"
              if worst else "")
     failed = t["p_value"] < alpha
-    return Check("pretrend", failed, f"{ESTIMATOR_WORDS.get(name, name)} pre-trend test {_p(t['p_value'])}{shown}")
+    return Check("pretrend", failed, f"{ESTIMATOR_WORDS.get(name, name)} pre-trend test {_p(t['p_value'])}{shown}",
+                 plain=PLAIN_CHECKS["pretrend"])
 
 
 def placebo_check(result: dict, alpha: float = 0.05) -> Check:
@@ -227,7 +254,8 @@ def placebo_check(result: dict, alpha: float = 0.05) -> Check:
     pmin = min(p["p"] for p in rows)
     shown = "; ".join(f"{p['k']} year(s) early: {_in_units(result, p['estimate'])}, {_p(p['p'])}" for p in rows)
     return Check("placebo", bool(pmin < alpha / k),
-                 f"placebo joining dates ({shown}; Bonferroni threshold {alpha / k:.3f} for {k} dates)")
+                 f"placebo joining dates ({shown}; Bonferroni threshold {alpha / k:.3f} for {k} dates)",
+                 plain=PLAIN_CHECKS["placebo"])
 
 
 def honest_did_check(result: dict) -> Check:
@@ -243,9 +271,14 @@ def honest_did_check(result: dict) -> Check:
                      "includes zero", "sensitivity")
     r = rows[0]
     failed = bool(r["lb"] <= 0 <= r["ub"])
+    unit = _unit(result)
     return Check("honest_did", failed,
-                 f"HonestDiD (first-year effect, Mbar = 1): robust interval {_signed(r['lb'])} to {_signed(r['ub'])} "
-                 f"against {_signed(orig['lb'])} to {_signed(orig['ub'])} without violations", "sensitivity")
+                 f"HonestDiD, first-year effect, departures from parallel trends up to the largest seen before "
+                 f"joining (Mbar = 1): robust interval {_signed(r['lb'])} to {_signed(r['ub'])} against "
+                 f"{_signed(orig['lb'])} to {_signed(orig['ub'])} without departures", "sensitivity",
+                 plain=(f"{PLAIN_CHECKS['honest_did']}: its 95% confidence interval, {_signed(orig['lb'])} to "
+                        f"{_signed(orig['ub'])} {unit}, becomes {_signed(r['lb'])} to {_signed(r['ub'])}, which "
+                        f"includes zero"))
 
 
 def design_checks(result: dict) -> list[Check]:
@@ -261,7 +294,8 @@ VERDICT_RULES = [
      "joining date shows an effect (smallest p below 0.05 / number of dates)",
      "We cannot tell: the checks point to bias"),
     ("The CI excludes zero, the bias checks pass, but a violation of parallel trends no larger than the largest "
-     "seen before joining could explain the first-year effect (HonestDiD, Mbar = 1)",
+     "seen before joining could explain the first-year effect (HonestDiD sensitivity analysis, relative "
+     "magnitudes with Mbar = 1)",
      "We cannot tell: a plausible failure of parallel trends could explain the effect"),
     ("The CI includes zero", "We cannot tell: the effect could be zero (with the MDES, and any failed check)"),
 ]
@@ -322,35 +356,45 @@ def security_rating(result: dict) -> SecurityRating:
         reasons += [f"attrition: {attrition:.0%} of the partnership schools were lost from the analysis; "
                     f"{level} padlocks allow at most {ATTRITION_CAPS[5 - level][0]:.0%}"] * (level - attrition_cap)
         level = attrition_cap
-    threats = []
+    threats = []  # (the reason, for the list of padlocks lost; the same in plain words, for the caveat)
     checks = {c.name: c for c in design_checks(result)}
     if checks["pretrend"].failed:
-        threats.append("threat: before joining, partnership and comparison schools were already on different "
-                       f"paths ({checks['pretrend'].detail})")
+        threats.append(("threat: before joining, partnership and comparison schools were already on different "
+                        f"paths ({checks['pretrend'].detail})", PLAIN_THREATS["pretrend"]))
     if checks["placebo"].failed:
-        threats.append("threat: pretending the schools joined earlier shows effects where there can be none "
-                       f"({checks['placebo'].detail})")
+        threats.append(("threat: pretending the schools joined earlier shows effects where there can be none "
+                        f"({checks['placebo'].detail})", PLAIN_THREATS["placebo"]))
     if checks["honest_did"].failed:
-        threats.append("threat: a failure of parallel trends no larger than seen before joining could explain the "
-                       f"effect ({checks['honest_did'].detail})")
+        threats.append(("threat: a failure of parallel trends no larger than seen before joining could explain the "
+                        f"effect ({checks['honest_did'].detail})", PLAIN_THREATS["honest_did"]))
     bal = (result.get("diagnostics") or {}).get("balance") or {}
     if bal.get("max_abs_smd_after") is not None and bal["max_abs_smd_after"] > SMD_THRESHOLD:
-        threats.append(f"threat: after matching the groups still differ (largest standardised difference "
-                       f"{bal['max_abs_smd_after']:.2f} > {SMD_THRESHOLD})")
+        smd = bal["max_abs_smd_after"]
+        threats.append((f"threat: after matching the groups still differ (largest standardised difference "
+                        f"{smd:.2f} > {SMD_THRESHOLD})",
+                        f"After matching, the partnership and comparison schools still differ on at least one "
+                        f"characteristic by more than the usual limit (a standardised difference of {smd:.2f}, "
+                        f"above {SMD_THRESHOLD})"))
     clusters = _primary(result).get("n_clusters")
     treated_clusters = ((result.get("diagnostics") or {}).get("small_cluster_inference") or {}).get(
         "n_treated_clusters")
     if clusters is not None and clusters < FEW_CLUSTERS:
-        threats.append(f"threat: only {clusters} independent groups (clusters), too few for conventional "
-                       f"standard errors to be trusted")
+        threats.append((f"threat: only {clusters} independent groups (clusters), too few for conventional "
+                        f"standard errors to be trusted",
+                        f"The schools fall into only {clusters} independent groups, too few for the usual measure "
+                        f"of uncertainty to be trusted"))
     elif treated_clusters is not None and treated_clusters < FEW_CLUSTERS:
-        threats.append(f"threat: only {treated_clusters} partnerships, too few for conventional standard errors "
-                       f"to be trusted (the wild cluster bootstrap is reported beside them)")
-    for t in threats:
+        threats.append((f"threat: only {treated_clusters} partnerships, too few for conventional standard errors "
+                        f"to be trusted (the wild cluster bootstrap is reported beside them)",
+                        f"Only {treated_clusters} partnerships are in the study, too few for the usual measure of "
+                        f"uncertainty to be trusted (the chapter gives one made for few partnerships beside it)"))
+    caveats = []
+    for t, plain in threats:
         if level > 0:
             reasons.append(t)
+            caveats.append(plain)
             level -= 1
-    return SecurityRating(level, reasons, mdes, source)
+    return SecurityRating(level, reasons, mdes, source, caveats)
 
 
 def _size_words(es: EffectSize, result: dict) -> str:
@@ -366,22 +410,14 @@ def _size_words(es: EffectSize, result: dict) -> str:
     return f"an effect of about {possessive} {'additional' if es.g > 0 else 'less'} progress ({units})"
 
 
-def sentence_case(text: str) -> str:
-    """Lower-case the first letter for use mid-sentence, unless it starts an acronym (KS2, FSM)."""
-    if len(text) > 1 and text[1].isupper():
-        return text
-    return text[:1].lower() + text[1:]
-
-
 def plain_summary(result: dict) -> dict:
     """The summary box in plain English: question, answer (from ``verdict``) and main caveat."""
     es = effect_size(result)
     sec = security_rating(result)
     v = verdict(result)
-    outcome = result["outcome"]["description"].rstrip(".")
-    outcome = sentence_case(outcome)
+    outcome = "the " + sentence_case(description_words(result["outcome"]["description"]))
     size = _size_words(es, result)
-    failed = "; ".join(c.detail for c in v.failed)
+    failed = "; and ".join(c.plain or c.detail for c in v.failed)
     mdes = f"{sec.mdes:.2f}" if np.isfinite(sec.mdes) else "unknown"
     if v.answer == "yes":
         answer = (f"{v.lead}: the partnership schools improved on {outcome} by more than similar schools that did "
@@ -390,19 +426,18 @@ def plain_summary(result: dict) -> dict:
         answer = (f"{v.lead}: the partnership schools did worse on {outcome} than similar schools that did not "
                   f"join: {size}.")
     elif v.answer == "cannot_tell_bias":
-        answer = (f"{v.lead}. The estimate is {size}, but the checks of the design failed ({failed}), so part or "
+        answer = (f"{v.lead}. The estimate is {size}, but the checks of the design failed: {failed}; so part or "
                   f"all of it may not be the partnership's doing.")
     elif v.answer == "cannot_tell_sensitivity":
         answer = (f"{v.lead}. The estimate is {size}, but {failed}.")
     else:
-        extra = f" The checks also failed: {failed}." if failed else ""
+        extra = f" A check of the design also failed: {failed}." if failed else ""
         answer = (f"We cannot tell: on {outcome} the estimate is {size}, but it could be zero; this study "
                   f"could only have detected an effect of {mdes} or more.{extra}")
     if es.withheld:
         answer += " " + es.withheld[0].upper() + es.withheld[1:]
-    caveats = [r.removeprefix("threat: ") for r in sec.reasons if r.startswith("threat:")]
-    if caveats:
-        caveat = caveats[0][0].upper() + caveats[0][1:] + "."
+    if sec.caveats:
+        caveat = sec.caveats[0] + "."
     elif result["counts"]["attrition"] > 0.2:
         caveat = (f"{result['counts']['attrition']:.0%} of the partnership schools could not be matched or had "
                   f"too little data and are not in the comparison.")

@@ -86,7 +86,21 @@ def with_file(err: "InputError", file: str | None, row_base: int = 1) -> "InputE
         row = None if p.row is None else p.row - 1 + row_base
         return replace(p, file=str(file), row=row)
 
-    return InputError([located(p) for p in err.problems], total=err.total, summary=err.summary)
+    counts = None if err.counts is None else \
+        _merge_counts(((k[0] or str(file), *k[1:]), n) for k, n in err.counts.items())
+    return InputError([located(p) for p in err.problems], total=err.total, summary=err.summary, counts=counts)
+
+
+def kind(p: Problem) -> tuple:
+    """What makes problems 'of one kind' in a listing: the same file, column and expectation."""
+    return (p.file, p.column, p.expected)
+
+
+def _merge_counts(pairs) -> dict[tuple, int]:
+    out: dict[tuple, int] = {}
+    for key, n in pairs:
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 def _show(value: object) -> str:
@@ -102,14 +116,19 @@ def _show(value: object) -> str:
 
 @dataclass
 class InputError(Exception):
-    """Bad input: one or more problems, all reported together (exit code 2)."""
+    """Bad input: one or more problems, all reported together (exit code 2).
+
+    ``problems`` may be the first ones of many (``total``); ``counts`` then gives the number of
+    problems of each kind (``kind``) over all of them, so a grouped line says how many rows of the
+    file have that problem, not how many were listed."""
 
     problems: list[Problem] = field(default_factory=list)
     total: int | None = None  # number of problems found, if more than listed
     summary: str | None = None
+    counts: dict[tuple, int] | None = None  # problems of each kind, all of them (when more than listed)
 
     def __init__(self, problems: list[Problem] | Problem | str, *, total: int | None = None,
-                 summary: str | None = None):
+                 summary: str | None = None, counts: dict[tuple, int] | None = None):
         if isinstance(problems, str):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
@@ -117,15 +136,16 @@ class InputError(Exception):
         self.problems = list(problems)
         self.total = total if total is not None else len(self.problems)
         self.summary = summary
+        self.counts = dict(counts) if counts else None
         super().__init__(self.render())
 
     def render(self, limit: int = MAX_PROBLEMS_SHOWN) -> str:
         lines = []
         if self.summary:
             lines.append(self.summary)
-        shown = self.problems[:limit]
-        lines.extend(render_grouped(shown))
-        hidden = self.total - len(shown)
+        shown, covered = _grouped(self.problems, self.counts, limit)
+        lines.extend(shown)
+        hidden = self.total - covered
         if hidden > 0:
             lines.append(f"... and {hidden} more problem(s) not shown")
         return "\n".join(lines)
@@ -135,36 +155,52 @@ class InputError(Exception):
                 "problems": [p.to_dict() for p in self.problems]}
 
 
-def render_grouped(problems: list[Problem]) -> list[str]:
+def render_grouped(problems: list[Problem], counts: dict[tuple, int] | None = None) -> list[str]:
     """One line per problem, except that problems of one kind (same file, column and
     expectation) seen ``GROUP_FROM`` times or more become one line: the kind, its
-    count and its first rows and values, at the place of its first problem."""
+    count (from ``counts`` when given: all problems of the kind, listed or not) and its
+    first rows and values, at the place of its first problem."""
+    return _grouped(problems, counts, None)[0]
+
+
+def _grouped(problems: list[Problem], counts: dict[tuple, int] | None, limit: int | None) -> tuple[list[str], int]:
+    """The lines (at most ``limit``) and how many problems they account for."""
     groups: dict[tuple, list[Problem]] = {}
     for p in problems:
-        groups.setdefault((p.file, p.column, p.expected), []).append(p)
-    lines, done = [], set()
+        groups.setdefault(kind(p), []).append(p)
+    counts = counts or {}
+    lines, done, covered = [], set(), 0
     for p in problems:
-        key = (p.file, p.column, p.expected)
+        if limit is not None and len(lines) >= limit:
+            break
+        key = kind(p)
         members = groups[key]
-        if len(members) < GROUP_FROM:
+        n = max(counts.get(key, 0), len(members))
+        if n < GROUP_FROM:
             lines.append(p.render())
+            covered += 1
         elif key not in done:
             done.add(key)
-            lines.append(_group_line(members))
-    return lines
+            lines.append(_group_line(members, n))
+            covered += n
+    return lines, covered
 
 
-def _group_line(members: list[Problem]) -> str:
+def _group_line(members: list[Problem], n: int | None = None) -> str:
+    """The kind, its count ``n`` (all problems of the kind; the listed ``members`` when not
+    given) and the rows and values of its first listed problems."""
     first = members[0]
+    n = len(members) if n is None else n
     where = ", ".join(x for x in (str(first.file) if first.file else "",
                                    f"column {first.column!r}" if first.column is not None else "") if x)
     rows = [str(m.row) for m in members if m.row is not None]
     detail = []
     if rows:
-        detail.append("rows " + ", ".join(rows[:EXAMPLE_ROWS]) + (", ..." if len(rows) > EXAMPLE_ROWS else ""))
+        more = len(rows) > EXAMPLE_ROWS or n > len(members)
+        detail.append("rows " + ", ".join(rows[:EXAMPLE_ROWS]) + (", ..." if more else ""))
     values = list(dict.fromkeys(_show(m.value) for m in members if m.has_value))
     if values:
         detail.append(("value " if len(values) == 1 else "values ") + ", ".join(values[:3])
                       + (", ..." if len(values) > 3 else ""))
-    text = f"{first.expected}: {len(members)} rows" + (f" ({'; '.join(detail)})" if detail else "")
+    text = f"{first.expected}: {n} rows" + (f" ({'; '.join(detail)})" if detail else "")
     return f"{where}: {text}" if where else text

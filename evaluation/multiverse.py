@@ -49,6 +49,7 @@ from evaluation.stages.cohort import StudyData, build_cohort, data_fingerprint
 from evaluation.stages.estimate import headline_of
 from evaluation.stages.match import match_cohorts, pooled_balance, treated_lost
 from evaluation.stages.panel import analysis_panel
+from evaluation.report.markdown import types_listing
 from evaluation.result_schema import MULTIVERSE_SCHEMA_VERSION
 from evaluation.study import Study
 
@@ -281,7 +282,7 @@ def _pool_levels(study: Study) -> tuple[Level, ...]:
 
     def words(v: dict) -> str:
         ex = v["exclude_types"]
-        return _RULE_WORDS[v["pool"]] + (f", none ever in: {', '.join(ex)}" if ex else "")
+        return _RULE_WORDS[v["pool"]] + (f", none ever in {types_listing(ex, 'or', articles=True)}" if ex else "")
 
     out = [Level("pool", "study", "study's", "the study's: " + words(own), own)]
     every = tuple(load_schema("partnerships").column("type").allowed)

@@ -1,10 +1,17 @@
-"""The result.json contracts (schema version 3): one pydantic model per kind of result.
+"""The result.json contracts (schema version 4): one pydantic model per kind of result.
 
 Kinds (the ``kind`` field): ``study`` (``impact run``: :class:`StudyResult`),
 ``self_evaluation`` (``impact self-evaluate``: :class:`SelfEvaluationResult`) and ``estimate``
 (``impact estimate --json``: :class:`EstimateResult`). Each is validated when it is built (the
 pipeline, the self-evaluation and the estimate command call ``model_validate`` before
 returning) and again when the book reads it.
+
+Migration 3 -> 4 (self-evaluations): a self-evaluation covers every school of a partnership,
+each phase and each joining year: ``outcome``/``joined``/``phase``/``estimates``/
+``randomisation``/``effect_size`` give way to ``outcomes`` (per phase), ``cohorts`` (one per
+phase and joining year), ``phases`` (cohorts combined), ``headline`` (or ``headline_withheld``),
+``supporting``, ``targets``, ``history`` and ``method``; each school gains ``status`` and
+``reason``. Studies and estimates only change ``schema_version``; their numbers are unchanged.
 
 Migration 2 -> 3 (studies): adds ``kind = "study"`` and ``summary`` (question, answer,
 caveat: the words of the book's summary box, built with the numbers); every pre-trend test in
@@ -36,7 +43,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-RESULT_SCHEMA_VERSION = 3
+RESULT_SCHEMA_VERSION = 4
 MULTIVERSE_SCHEMA_VERSION = 1  # results/<id>.multiverse/multiverse.json (evaluation.multiverse)
 
 
@@ -277,7 +284,7 @@ class Summary(_Open):
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
-    schema_version: Literal[3]
+    schema_version: Literal[4]
     kind: Literal["study"]
     study: StudyInfo
     provenance: Provenance
@@ -304,35 +311,68 @@ class StudyResult(_Open):
 class SelfEvaluationSchool(_Open):
     urn: int
     name: str
+    phase: str
+    joined_on: str
     first_exposed_year: int
+    role: Literal["member", "supporting"]
     analysed: bool
+    status: Literal["analysed", "supporting", "excluded"]
+    reason: str | None
+
+
+class SelfEvaluationTarget(_Open):
+    outcome: str
+    kind: Literal["level", "change", "gap_to_national"]
+    target: float
+    year: int
+    baseline_year: int
+    status: Literal["met", "on track", "off track", "not assessed"]
+    reason: str | None
+    series: list[dict]
+
+
+class SelfEvaluationHistory(_Open):
+    data_last_year: int
+    data_fingerprint: str | None
+    scale: Literal["units", "effect size"] | None
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    schools_analysed: int
 
 
 class SelfEvaluationResult(_Open):
-    """One partnership against families of similar schools (``impact self-evaluate``)."""
+    """A partnership's schools against families of similar schools (``impact self-evaluate``):
+    every school analysed from its own joining year or excluded with a reason, per joining
+    cohort and phase, the headline (one phase, or phases combined in effect-size units; None
+    with ``headline_withheld`` otherwise), targets and the history of the estimate."""
 
-    schema_version: Literal[3]
+    schema_version: Literal[4]
     kind: Literal["self_evaluation"]
     name: str
     title: str
-    outcome: dict
-    joined: int
+    outcomes: dict[str, dict]
     years: list[int]
-    phase: str
     schools: list[SelfEvaluationSchool]
     notes: list[str]
     comparison: dict
-    estimates: dict[str, dict]
-    randomisation: dict
+    cohorts: list[dict]
+    phases: list[dict]
+    headline: dict | None
+    headline_withheld: str | None
     by_school: list[dict]
-    effect_size: dict
+    supporting: list[dict]
+    targets: list[SelfEvaluationTarget]
+    history: list[SelfEvaluationHistory]
+    method: dict
     provenance: dict
+    window: dict
 
 
 class EstimateResult(_Open):
     """``impact estimate --json``: one estimator on a user's panel."""
 
-    schema_version: Literal[3]
+    schema_version: Literal[4]
     kind: Literal["estimate"]
     estimator: str
     description: str

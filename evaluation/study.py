@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -242,14 +243,17 @@ def _unknown(what: str, value, allowed) -> str:
 # ------------------------------------------------------------------------------ loading
 
 
-def _fields_at(loc: tuple) -> list[str]:
-    """Known keys at a location of the Study model (for suggestions)."""
-    model: type[BaseModel] = Study
+def _fields_at(loc: tuple, model: type[BaseModel] | None = None) -> list[str]:
+    """Known keys at a location of a model (the Study by default; for suggestions)."""
+    model = model or Study
     for part in loc[:-1]:
         info = model.model_fields.get(str(part))
-        if info is None or not isinstance(info.annotation, type) or not issubclass(info.annotation, BaseModel):
+        inner = info.annotation if info is not None else None
+        if typing.get_origin(inner) in (tuple, list):  # an array of tables: tuple[Model, ...]
+            inner = typing.get_args(inner)[0]
+        if not isinstance(inner, type) or not issubclass(inner, BaseModel):
             return []
-        model = info.annotation
+        model = inner
     return list(model.model_fields)
 
 
@@ -261,7 +265,7 @@ def _line_of(text: str, loc: tuple) -> int | None:
     current = ""
     for i, line in enumerate(lines, start=1):
         stripped = line.strip()
-        header = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", stripped)
+        header = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?", stripped)  # [table] or [[array.of.tables]]
         if header:
             current = header.group(1)
             if not key and current == section:
@@ -272,14 +276,14 @@ def _line_of(text: str, loc: tuple) -> int | None:
     return None
 
 
-def _problems_from(err: ValidationError, file: str, text: str) -> list[Problem]:
+def _problems_from(err: ValidationError, file: str, text: str, model: type[BaseModel] | None = None) -> list[Problem]:
     out = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not isinstance(p, int))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(text, loc) if loc else None
         if e["type"] == "extra_forbidden":
-            known = _fields_at(loc)
+            known = _fields_at(loc, model)
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
             hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else \
                 f"expected one of {', '.join(known)}"
@@ -295,11 +299,13 @@ def _problems_from(err: ValidationError, file: str, text: str) -> list[Problem]:
     return out
 
 
-def load_study(path: str | Path) -> Study:
-    """Parse and check a study definition; every problem is an InputError naming file, line and key."""
+def load_toml_model(path: str | Path, model: type[BaseModel], what: str):
+    """Parse a TOML file into ``model`` (a model with an ``id`` that must match the file name);
+    every problem is an InputError naming the file, the line and the key (``what``: "study
+    definition", "partnership file")."""
     path = Path(path)
     if not path.exists():
-        raise InputError(problem(f"study definition not found: {path}", file=str(path)))
+        raise InputError(problem(f"{what} not found: {path}", file=str(path)))
     text = path.read_text(encoding="utf-8")
     try:
         raw = tomllib.loads(text)
@@ -308,12 +314,17 @@ def load_study(path: str | Path) -> Study:
         raise InputError(problem(f"not valid TOML: {err}", file=path.name,
                                  row=int(m.group(1)) if m else None)) from None
     try:
-        study = Study.model_validate(raw)
+        parsed = model.model_validate(raw)
     except ValidationError as err:
-        problems = _problems_from(err, path.name, text)
-        raise InputError(problems, summary=f"{path.name}: {len(problems)} problem(s) in the study definition")
-    if study.id != path.stem:
-        raise InputError(problem(f"the study id {study.id!r} must match the file name {path.stem!r}: set "
-                                 f"id = \"{path.stem}\" in the file (or name the file {study.id}.toml)",
-                                 file=path.name, row=_line_of(text, ("id",)), column="id", value=study.id))
-    return study
+        problems = _problems_from(err, path.name, text, model=model)
+        raise InputError(problems, summary=f"{path.name}: {len(problems)} problem(s) in the {what}")
+    if parsed.id != path.stem:
+        raise InputError(problem(f"the {what}'s id {parsed.id!r} must match the file name {path.stem!r}: set "
+                                 f"id = \"{path.stem}\" in the file (or name the file {parsed.id}.toml)",
+                                 file=path.name, row=_line_of(text, ("id",)), column="id", value=parsed.id))
+    return parsed
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and check a study definition; every problem is an InputError naming file, line and key."""
+    return load_toml_model(path, Study, "study definition")

@@ -41,6 +41,7 @@ def results_dir(small_store, tmp_path_factory) -> Path:
     from evaluation.study import load_study
 
     from evaluation.cli.self_eval_cmd import load_all
+    from evaluation.partnership_file import TargetEntry
     from evaluation.publish.writers import write_self_evaluation
     from evaluation.self_evaluation import (SelfEvaluationSpec, example_partnership, schools_of_partnership,
                                             self_evaluate)
@@ -52,8 +53,11 @@ def results_dir(small_store, tmp_path_factory) -> Path:
     # one partnership's self-evaluation, so the front page and the wording checks see that kind too
     everything = load_all(small_store)
     pid = example_partnership(everything)
+    targets = (TargetEntry(outcome="ks2_rwm_expected_pct", kind="change", value=5.0, year=2026),
+               TargetEntry(outcome="ks4_attainment8", kind="gap_to_national", value=-1.0, year=2026))
     write_self_evaluation(self_evaluate(SelfEvaluationSpec(name=pid.lower(), title=pid, n_perm=99,
-                                                           schools=schools_of_partnership(everything, pid)),
+                                                           schools=schools_of_partnership(everything, pid),
+                                                           baseline_year=2012, targets=targets),
                                         everything), root)
     return root
 
@@ -449,6 +453,11 @@ def test_grammar_helpers_at_zero_one_two_and_negatives():
     assert md.listing([]) == "" and md.listing(["a"]) == "a" and md.listing(["a", "b", "c"], "or") == "a, b or c"
     assert md.type_words("multi_academy_trust") == "multi-academy trust"
     assert md.type_words("federation_hard") == "hard federation"
+    assert md.types_listing(["federation_hard", "federation_soft"], articles=True) == "a hard or soft federation"
+    assert md.types_listing(["multi_academy_trust", "federation_hard", "federation_soft"], articles=True) == \
+        "a multi-academy trust or a hard or soft federation"
+    assert md.types_listing(["umbrella_trust"], articles=True) == "an umbrella trust"
+    assert md.types_listing(["federation_hard", "federation_soft"], "and") == "hard and soft federation"
     assert md.p_equals(0.0) == "p < 0.001" and md.p_equals(0.0004) == "p < 0.001"
     assert md.p_equals(0.042) == "p = 0.042" and md.p_equals(None) == "p not available"
 
@@ -466,7 +475,22 @@ BAD_WORDING = {
     "I^2": re.compile(r"I\^2"),
     "negative months": re.compile(r"\(\s*[\u2212-]\d+ months?\)"),
     "our 1 schools": re.compile(r"\b1 (?:schools|partnerships|padlocks|studies|clusters)\b"),
+    "a hard federation or soft federation": re.compile(r"\b(\w+) (federation|trust) (?:or|and) (?:an? )?\w+ \2\b"),
+    "DfE field code": re.compile(r"\([A-Z][A-Z0-9]*_[A-Z0-9_]+\)"),
 }
+#: ... and never in an answer, a caveat or the front page (the chapters' technical sections may say them).
+JARGON = re.compile(r"\bMbar\b|\bM̄|\be = -?\d|\bp [=<]|Bonferroni|\b[a-z0-9]+_[a-z0-9_]+\b|\([A-Z][A-Z0-9_]{3,}\)")
+
+
+def test_answers_and_caveats_are_plain_words(results_dir, tmp_path):
+    from evaluation.report.book import front_page, load_results, load_self_evaluations
+
+    results = [s.result for s in load_results(results_dir)]
+    texts = [r["summary"][k] for r in results for k in ("answer", "caveat")]
+    page = front_page(results, [r for _, r in load_self_evaluations(results_dir)], "# Title\n\nIntro.\n")
+    answers = page[page.index("| The answer |"):]
+    texts.append(re.sub(r"\{ref\}`[^`]*`", "", answers))  # chapter links name the study's id
+    assert [m.group(0) for t in texts for m in JARGON.finditer(t)] == []
 
 
 def test_book_source_has_no_bad_wording(results_dir, tmp_path):
@@ -517,8 +541,10 @@ def test_figures_label_axes_with_words_not_column_names(results_dir, tmp_path, m
                                                      figures.event_study_plot(r, tmp_path / "e.png"),
                                                      figures.love_plot(r, tmp_path / "l.png")))
     for _, r in load_self_evaluations(results_dir):
-        texts += _figure_texts(monkeypatch, lambda: (figures.self_evaluation_gap_plot(r, tmp_path / "g.png"),
-                                                     figures.self_evaluation_school_plot(r, tmp_path / "s.png")))
+        texts += _figure_texts(monkeypatch, lambda: (figures.self_evaluation_effect_plot(r, tmp_path / "g.png"),
+                                                     figures.self_evaluation_school_plot(r, tmp_path / "s.png"),
+                                                     figures.self_evaluation_targets_plot(r, tmp_path / "t.png"),
+                                                     figures.self_evaluation_history_plot(r, tmp_path / "h.png")))
     assert texts and any("Attainment 8" in t for t in texts) and any("expected standard" in t for t in texts)
     raw = {name for name in raw if "_" in name}  # 'year', 'pupils' are words as well as names
     found = [(t, name) for t in texts for name in raw if re.search(rf"\b{re.escape(name)}\b", t)]
@@ -551,3 +577,76 @@ def test_map_legend_sits_below_the_points(results_dir, tmp_path, monkeypatch):
     write_chapter(_results(results_dir)[sid], copy, tmp_path / "src")
     legend, axes = seen[0]
     assert legend.y1 <= axes.y0  # entirely below the plotting area
+
+
+# ----------------------------------------------------------------------------- the demo book as a reader sees it
+
+_HIDDEN = re.compile(r"<(script|style|pre)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)  # commands are code
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees on a page: no tags, scripts, styles or code blocks (commands)."""
+    import html as html_lib
+
+    main = re.search(r'<main\b.*?</main\s*>', html, re.IGNORECASE | re.DOTALL)  # the page, not the sidebar
+    text = _TAGS.sub(" ", _HIDDEN.sub(" ", main.group(0) if main else html))
+    return re.sub(r"\s+", " ", html_lib.unescape(text)).translate(SMART_QUOTES)
+
+
+def raw_names() -> re.Pattern:
+    """Column names of the data (those with an underscore: 'year' is also a word) and the DfE field
+    codes the schema descriptions name ('PTRWM_EXP', 'ATT8SCR')."""
+    from evaluation.data.schema import load_schema
+
+    names = {c for t in ("schools", "school_years") for c in load_schema(t).column_names if "_" in c}
+    codes = {m for c in load_schema("school_years").columns for m in re.findall(r"\(([A-Z][A-Z0-9_]+)\)",
+                                                                                c.description)}
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, names | codes), key=len, reverse=True)) + r")\b")
+
+
+def test_visible_text_leaves_out_code_and_markup():
+    page = ('<html><nav>ks4_attainment8</nav><main><p>Effect on <b>Attainment&nbsp;8</b></p>'
+            '<pre>impact run studies/x.toml --outcome ks4_attainment8</pre><script>var p = "None.";</script>'
+            '</main></html>')
+    assert visible_text(page) == " Effect on Attainment 8 "
+    assert raw_names().search("the PTRWM_EXP column") and raw_names().search("y-axis: ks4_attainment8")
+    assert not raw_names().search("results/mat_converter_secondary_ks4/") and not raw_names().search("year 2019")
+
+
+@pytest.mark.slow
+def test_demo_book_reads_in_words(tmp_path):
+    """`impact demo` as a reader meets it (every example study, its multiverse and a self-evaluation, on a
+    smaller synthetic panel): no page shows the phrases of ``BAD_WORDING`` or a raw column name or DfE
+    field code outside code blocks."""
+    import contextlib
+    import io
+
+    from evaluation.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    # partnerships/example_trust.toml names a partnership of the full 20,000-school panel: on the smaller
+    # panel the demo self-evaluates its own example partnership instead
+    (tmp_path / "partnerships").mkdir()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["demo", "--schools", "4000", "--studies", str(STUDIES), "--store", str(tmp_path / "s.duckdb"),
+                     "--results", str(tmp_path / "results"), "--out", str(tmp_path / "book"),
+                     "--partnerships", str(tmp_path / "partnerships")])
+    assert code == 0, err.getvalue()[-3000:]
+    html = tmp_path / "book" / "_build" / "html"
+    pages = [p for p in sorted(html.rglob("*.html"))
+             if not {"_static", "_sources"} & set(p.relative_to(html).parts) and p.name not in ("genindex.html",
+                                                                                                 "search.html")]
+    chapters = {p.stem for p in pages}
+    assert {p.stem for p in STUDIES.glob("*.toml")} <= chapters and "index" in chapters
+    assert any(p.parent.name == "self" for p in pages)  # the self-evaluation's chapter
+    raw = raw_names()
+    hits = []
+    for page in pages:
+        text = visible_text(page.read_text(encoding="utf-8"))
+        if page.name == "data_dictionary.html":  # the one page that names the columns, on purpose
+            text = ""
+        for what, pattern in {**BAD_WORDING, "raw column name": raw}.items():
+            hits += [(str(page.relative_to(html)), what, text[max(m.start() - 60, 0):m.end() + 60])
+                     for m in pattern.finditer(text)]
+    assert hits == [], "\n".join(map(str, hits))

@@ -123,12 +123,18 @@ def test_semicolon_panel_estimates_the_same_as_comma(tmp_path, run_cli):
     frame = pd.read_csv(mpdta)
     semi = tmp_path / "mpdta_semicolon.csv"
     semi.write_bytes(frame.to_csv(index=False, sep=";").encode("utf-16"))
+    _same_twfe(run_cli, mpdta, semi)
+
+
+def _same_twfe(run_cli, a, b) -> str:
+    """TWFE on two spellings of mpdta gives the same overall estimate; returns the second run's stderr."""
     args = ["--unit", "countyreal", "--time", "year", "--outcome", "lemp", "--cohort", "first.treat",
             "--estimator", "twfe", "--json"]
-    code1, out1, err1 = run_cli("estimate", mpdta, *args)
-    code2, out2, err2 = run_cli("estimate", semi, *args)
+    code1, out1, _ = run_cli("estimate", a, *args)
+    code2, out2, err2 = run_cli("estimate", b, *args)
     assert code1 == code2 == 0, err2
     assert json.loads(out1)["overall"] == json.loads(out2)["overall"]
+    return err2
 
 
 def test_undecodable_file_names_the_encodings_tried(tmp_path, run_cli):
@@ -281,3 +287,105 @@ def test_estimator_input_checks_show_plain_values(tmp_path, run_cli, estimator):
             assert not [bad for bad in FORBIDDEN if bad in out + err], out + err
             if code == 2:
                 assert path.name in err
+
+
+# ----------------------------------------------------------------------------- grouped problem listings
+
+
+def test_grouped_counts_cover_every_problem_not_only_the_listed_ones(tmp_path, run_cli):
+    """150 rows of one problem and 60 of another (210: more than the problems kept for listing)
+    print two lines, with the counts over the whole file."""
+    header = "urn,year,pupils,fsm_pct,eal_pct,sen_pct\n"
+    rows = [f"{100000 + i},2016,many,18.5,30.1,12.0\n" for i in range(150)]  # pupils: not an integer
+    rows += [f"{100200 + i},2016,210,150,30.1,12.0\n" for i in range(60)]  # fsm_pct: above 100
+    path = _write(tmp_path / "years.csv", header + "".join(rows))
+    code, out, err = run_cli("data", "check", "school_years", path)
+    assert code == 2
+    lines = err.strip().splitlines()
+    pupils = [line for line in lines if "column 'pupils'" in line]
+    fsm = [line for line in lines if "column 'fsm_pct'" in line]
+    assert len(pupils) == 1 and ": 150 rows (rows 2, 3, 4, 5, 6, ...; value 'many')" in pupils[0], err
+    assert len(fsm) == 1 and ": 60 rows (rows 152, 153, 154, 155, 156, ...; value '150')" in fsm[0], err
+    assert "years.csv: 210 problem(s) found" in err
+    assert "not shown" not in err and len(lines) <= 4, err
+
+
+# ----------------------------------------------------------------------------- decimal commas
+
+YEARS_TEXT = (TINY / "school_years.csv").read_text(encoding="utf-8")
+
+
+def _decimal_comma_years(tmp_path: Path, name: str = "years.csv", edit=None) -> Path:
+    """The tiny school_years file as European-locale Excel saves it: ';'-separated, decimal commas."""
+    frame = pd.read_csv(pd.io.common.StringIO(YEARS_TEXT), dtype=str, keep_default_na=False)
+    for col in ("fsm_pct", "eal_pct", "sen_pct", "ks2_reading_progress"):
+        frame[col] = frame[col].str.replace(".", ",", regex=False)
+    if edit:
+        edit(frame)
+    return _write(tmp_path / name, frame.to_csv(index=False, sep=";", lineterminator="\n"), "cp1252")
+
+
+def test_semicolon_file_with_decimal_commas_imports_the_same_numbers(tmp_path, run_cli):
+    from evaluation.data.store import Store
+
+    path = _decimal_comma_years(tmp_path)
+    assert "18,5" in path.read_text(encoding="cp1252")
+    store = tmp_path / "s.duckdb"
+    for table in ("schools", "partnerships", "memberships"):
+        assert run_cli("data", "import", table, TINY / f"{table}.csv", "--store", store)[0] == 0
+    code, out, err = run_cli("data", "import", "school_years", path, "--store", store, "--json")
+    assert code == 0, err
+    notes = " ".join(json.loads(out)["notes"])
+    n = pd.read_csv(TINY / "school_years.csv")["fsm_pct"].notna().sum()
+    assert "decimal commas read as decimal points" in notes and f"{n} values in column 'fsm_pct'" in notes
+    assert Store(store).read_imports().notes.iloc[-1].count("decimal commas") == 1  # in the provenance
+    got = Store(store).read_table("school_years").sort_values(["urn", "year"]).reset_index(drop=True)
+    want = validate_file("school_years", TINY / "school_years.csv").data.sort_values(["urn", "year"])
+    for col in ("fsm_pct", "eal_pct", "sen_pct", "ks2_reading_progress"):
+        pd.testing.assert_series_equal(got[col], want[col].reset_index(drop=True), check_dtype=False)
+    code, out, err = run_cli("data", "check", "school_years", path)
+    assert code == 0 and "note: read as" in out and "decimal commas read as decimal points" in out
+
+
+def test_comma_separated_file_never_converts_decimal_commas(tmp_path, run_cli):
+    path = _write(tmp_path / "years.csv", YEARS_TEXT.replace("18.5", '"18,5"', 1))
+    code, out, err = run_cli("data", "check", "school_years", path)
+    assert code == 2 and "years.csv, row 2, column 'fsm_pct', value '18,5': expected a percentage" in err
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1,234,567", "expected a number with at most one decimal comma and no thousands separators"),
+    ("1.234,5", "expected a number with at most one decimal comma and no thousands separators"),
+    ("31.5", "expected a decimal comma like the rest of this column (such as '18,5')"),  # mixed with '47,5'
+])
+def test_ambiguous_decimal_commas_are_an_error_naming_the_cell(tmp_path, run_cli, value, expected):
+    def edit(frame):
+        frame.loc[1, "fsm_pct"] = value  # row 3 of the file
+
+    path = _decimal_comma_years(tmp_path, edit=edit)
+    for args in (["check", "school_years", path], ["import", "school_years", path, "--store", tmp_path / "s.duckdb"]):
+        code, out, err = run_cli("data", *args)
+        assert code == 2, err
+        assert f"years.csv, row 3, column 'fsm_pct', value '{value}': {expected}" in err, err
+        assert not [bad for bad in FORBIDDEN if bad in err]
+
+
+def test_semicolon_panel_with_decimal_commas_estimates_the_same(tmp_path, run_cli):
+    mpdta = ROOT / "data" / "mpdta.csv"
+    frame = pd.read_csv(mpdta)
+    european = tmp_path / "mpdta_excel.csv"
+    european.write_text(frame.to_csv(index=False, sep=";", decimal=","), encoding="utf-8")
+    assert "," in european.read_text().splitlines()[1]
+    err2 = _same_twfe(run_cli, mpdta, european)
+    assert "decimal commas read as decimal points" in err2 and "column 'lemp'" in err2
+
+
+def test_semicolon_panel_mixing_decimal_marks_is_exit_2(tmp_path, run_cli):
+    rows = ["unit;time;y;g"] + [f"{u};{t};{u + t},5;{3 if u > 2 else 0}" for u in range(1, 5) for t in range(1, 5)]
+    rows[5] = rows[5].replace(",5", ".5")  # one value with a decimal point among decimal commas
+    path = tmp_path / "mixed.csv"
+    path.write_text("\n".join(rows) + "\n")
+    code, out, err = run_cli("estimate", path, "--unit", "unit", "--time", "time", "--outcome", "y",
+                             "--cohort", "g", "--estimator", "twfe")
+    assert code == 2
+    assert "mixed.csv, row 6, column 'y', value '3.5': expected a decimal comma like the rest of this column" in err

@@ -39,7 +39,11 @@ def register(sub) -> None:
     demo.add_argument("--out", default=DEFAULT_OUT,
                       help="book output directory; the HTML goes to OUT/_build/html (default book/)")
     demo.add_argument("--seed", type=int, default=2024, help="seed of the synthetic panel (default 2024)")
+    demo.add_argument("--schools", type=int, default=20_000,
+                      help="number of schools in the synthetic panel (default 20,000; fewer is quicker)")
     demo.add_argument("--studies", default="studies", help="directory of study definitions (default studies/)")
+    demo.add_argument("--partnerships", default="partnerships",
+                      help="directory of partnership files to self-evaluate (default partnerships/)")
     demo.add_argument("--json", action="store_true", help="print {index, studies, seconds} as JSON")
     demo.add_argument("--multiverse", metavar="STUDY_ID",
                       help=f"also run the multiverse of this study, shown in its chapter (default {DEMO_MULTIVERSE} "
@@ -79,6 +83,51 @@ def _build(args) -> int:
     return code if index is None else _report(args, index, studies, t0)
 
 
+def _demo_self_evaluations(args, store, say) -> None:
+    """Each partnership file in --partnerships whose partnership is in the store; when none is, one
+    example partnership of the panel (so a smaller demo panel still shows the chapter)."""
+    from evaluation.cli.self_eval_cmd import load_all, spec_from_plan
+    from evaluation.partnership_file import load_partnership_file
+    from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership
+
+    everything = load_all(store)
+    known = set(everything.memberships["partnership_id"].astype(str))
+    specs = []
+    for path in sorted(Path(args.partnerships).glob("*.toml")):
+        plan = load_partnership_file(path)
+        if plan.partnership_id is not None and plan.partnership_id not in known:
+            say(f"  {path}: partnership {plan.partnership_id} is not in this store; skipped")
+            continue
+        specs.append(spec_from_plan(plan, everything, str(path)))
+    written = 0
+    for spec in specs:
+        written += _demo_self_evaluation(args, spec, everything, say)
+    if not written:
+        pid = example_partnership(everything)
+        title = str(everything.partnerships.set_index("partnership_id").at[pid, "name"])
+        _demo_self_evaluation(args, SelfEvaluationSpec(name=pid.lower(), title=title, partnership_id=pid,
+                                                       schools=schools_of_partnership(everything, pid)),
+                              everything, say)
+
+
+def _demo_self_evaluation(args, spec, everything, say) -> bool:
+    from evaluation.errors import InputError
+    from evaluation.publish.writers import write_self_evaluation
+    from evaluation.report.markdown import plural
+    from evaluation.report.results_io import previous_self_evaluation_history
+    from evaluation.self_evaluation import self_evaluate
+
+    say(f"  self-evaluation of one partnership: {spec.title} ({plural(len(spec.schools), 'school')})")
+    history, _ = previous_self_evaluation_history(args.results, spec.name)
+    try:
+        result = self_evaluate(spec, everything, history=history)
+    except InputError as err:  # a partnership file written for another panel
+        say(f"    skipped: {err.render()}")
+        return False
+    say(f"    -> {write_self_evaluation(result, args.results)}/result.json")
+    return True
+
+
 def _demo(args) -> int:
     from evaluation.data.national import synthesize
     from evaluation.cli.study_cmd import open_executor
@@ -95,6 +144,8 @@ def _demo(args) -> int:
     specs = sorted(Path(args.studies).glob("*.toml"))
     if not specs:
         raise InputError(problem("no study definitions (*.toml) found", file=str(args.studies)))
+    if args.schools < 200:
+        raise InputError(problem("expected at least 200 schools", column="--schools", value=args.schools))
     studies = [load_study(p) for p in specs]  # check every definition before the long steps
     chosen = [s for s in studies if s.id == (args.multiverse or DEMO_MULTIVERSE)]
     if args.multiverse not in (None, "none") and not chosen:
@@ -103,7 +154,7 @@ def _demo(args) -> int:
                                  column="--multiverse", value=args.multiverse))
     store = Store(args.store)
     say(f"[demo 1/3] synthesizing the national panel (seed {args.seed}) into {store.path}")
-    synthesize(store, seed=args.seed, progress=lambda m: say("  " + m))
+    synthesize(store, seed=args.seed, n_schools=args.schools, progress=lambda m: say("  " + m))
     say(f"[demo 2/3] running {len(studies)} studies into {args.results}/")
     if args.multiverse == "none":
         chosen = []
@@ -118,18 +169,7 @@ def _demo(args) -> int:
             mv = run_multiverse(study, load_study_data(store, study), executor=executor)
             path, content = write_multiverse(mv, args.results)
             say(f"    {content['summary']['specifications']} specifications -> {path}/multiverse.json")
-    from evaluation.cli.self_eval_cmd import load_all
-    from evaluation.publish.writers import write_self_evaluation
-    from evaluation.self_evaluation import SelfEvaluationSpec, example_partnership, schools_of_partnership, \
-        self_evaluate
-
-    everything = load_all(store)
-    pid = example_partnership(everything)
-    title = str(everything.partnerships.set_index("partnership_id").at[pid, "name"])
-    say(f"  self-evaluation of one partnership: {title} ({pid})")
-    result = self_evaluate(SelfEvaluationSpec(name=pid.lower(), title=title,
-                                              schools=schools_of_partnership(everything, pid)), everything)
-    say(f"    -> {write_self_evaluation(result, args.results)}/result.json")
+    _demo_self_evaluations(args, store, say)
     say("[demo 3/3] building the book")
     index, code = _build_book(args, say)
     return code if index is None else _report(args, index, [s.id for s in studies], t0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.cli.output import emit_json
-from evaluation.data.csv_input import read_table_file
+from evaluation.data.csv_input import note_decimal_commas, read_table_file
 from evaluation.errors import InputError, problem
 from evaluation.matching import DISCARD_OPTIONS, DISTANCES, match
 
@@ -59,7 +59,8 @@ def _split(text: str | None) -> list[str]:
 def read_table(path: str) -> tuple[pd.DataFrame, list[int]]:
     """Read DATA; also return the row number a person sees for each record (CSV: the
     line number, header = 1; Parquet: the 1-based record number)."""
-    data, first, _ = read_table_file(path)
+    data, first, dialect = read_table_file(path)
+    note_decimal_commas(path, dialect)
     return data, list(range(first, first + len(data)))
 
 

@@ -6,7 +6,7 @@ import re
 import pandas as pd
 
 from evaluation.cli.output import emit_json
-from evaluation.data.csv_input import read_table_file
+from evaluation.data.csv_input import note_decimal_commas, read_table_file
 from evaluation.errors import InputError, with_file
 from evaluation.estimators.fixed_effects import (
     VCOV_TYPES,
@@ -43,7 +43,8 @@ def read_table(path: str) -> tuple[pd.DataFrame, int]:
 
     CSV files may be UTF-8, Windows-1252 or UTF-16 and comma, semicolon or tab separated
     (:mod:`evaluation.data.csv_input`); empty and header-only files are bad input."""
-    data, first, _ = read_table_file(path)
+    data, first, dialect = read_table_file(path)
+    note_decimal_commas(path, dialect)
     return data, first
 
 

@@ -11,6 +11,14 @@ BOM (Excel's "Unicode text"), separated by commas, semicolons (European locales)
 * separator: the first of comma, semicolon and tab by count on the header line (outside
   quotes); a file with one column has none and is read as comma-separated.
 
+A semicolon-separated file is what Excel saves in locales that write numbers with a decimal
+comma ("47,5"). In such a file (never a comma-separated one) :func:`decimal_commas` reads a
+numeric column's "47,5" as 47.5 when the column is unambiguous: every value with a comma is
+digits, one comma, digits (an optional '%' after), and no value uses a decimal point. A value
+such as "1,234,567" (thousands separators?) or a column mixing "47.5" and "47,5" is an error
+naming the file, row, column and value, never a silent guess. What was converted is counted
+(:meth:`Dialect.note`, recorded in the import's provenance, or a printed note).
+
 :func:`read_csv` parses the file with what was found and returns the frame together with a
 :class:`Dialect` (so callers can record it in provenance). Every failure is an
 :class:`~evaluation.errors.InputError` naming the file and what was found.
@@ -20,7 +28,9 @@ from __future__ import annotations
 
 import codecs
 import gzip
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +53,14 @@ ENCODING_NAMES = {"utf-8-sig": "UTF-8", "cp1252": "Windows-1252", "utf-16-le": "
                   "utf-16-be": "UTF-16 (big-endian, no BOM)"}
 
 
+#: a number written with a decimal comma ("47,5", "-0,25", "45,5%"), and one with a decimal point
+DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+%?$")
+DECIMAL_POINT = re.compile(r"^[-+]?\d*\.\d+%?$")
+#: digits with commas or points in any arrangement: a number, but which one?
+NUMBER_LIKE = re.compile(r"^[-+]?[\d.,]*\d[\d.,]*%?$")
+COMMA_EXPECTED = "a number with at most one decimal comma and no thousands separators (such as 47,5)"
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What a text file turned out to be."""
@@ -50,6 +68,8 @@ class Dialect:
     encoding: str  # the Python codec used to decode it
     encoding_name: str  # as a person would say it: "UTF-16 (little-endian, with BOM)"
     delimiter: str
+    #: (column, number of values) whose decimal commas were read as decimal points
+    decimal_commas: tuple[tuple[str, int], ...] = ()
 
     @property
     def delimiter_name(self) -> str:
@@ -64,7 +84,45 @@ class Dialect:
         return f"{self.encoding_name} text, {self.delimiter_name} as the separator"
 
     def note(self) -> str:
-        return f"read as {self.describe()}"
+        return f"read as {self.describe()}" + (f"; {self.decimal_note()}" if self.decimal_commas else "")
+
+    def decimal_note(self) -> str:
+        """'decimal commas read as decimal points (47,5 as 47.5): 12 values in column 'fsm_pct''."""
+        where = ", ".join(f"{n:,} value{'s' if n != 1 else ''} in column {col!r}" for col, n in self.decimal_commas)
+        return f"decimal commas read as decimal points (47,5 as 47.5): {where}" if where else ""
+
+    def with_decimal_commas(self, converted: dict[str, int]) -> "Dialect":
+        done = tuple((str(c), int(n)) for c, n in converted.items() if n)
+        return replace(self, decimal_commas=self.decimal_commas + done) if done else self
+
+
+def decimal_commas(text: pd.Series) -> tuple[pd.Series, int, pd.Series, pd.Series]:
+    """One numeric column of a semicolon-separated file, as text: "47,5" -> "47.5".
+
+    Returns the text with decimal commas made decimal points, how many values were converted,
+    a mask of the values that cannot be read safely and, for each of those, what was expected:
+    digits with commas that are not one decimal comma ("1,234,567", "1.234,5"), and, in a column
+    with values of both forms ("47,5" and "47.5"), the values of the rarer form. Values without
+    a comma (integers, markers such as SUPP, words) are left as they are. The caller reports the
+    unsafe values, so nothing is converted silently in a column that has any."""
+    stripped = text.astype(str).str.strip()
+    comma = stripped.str.contains(",", regex=False)
+    expected = pd.Series("", index=text.index, dtype=object)
+    if not comma.any():
+        return text, 0, pd.Series(False, index=text.index), expected
+    is_comma = stripped.str.match(DECIMAL_COMMA)
+    is_point = stripped.str.match(DECIMAL_POINT)
+    bad = comma & ~is_comma & stripped.str.match(NUMBER_LIKE)
+    expected[bad] = f"expected {COMMA_EXPECTED}: commas or points between thousands cannot be read safely"
+    if is_comma.any() and is_point.any():
+        rare, common = (is_point, is_comma) if is_point.sum() <= is_comma.sum() else (is_comma, is_point)
+        form = "a decimal comma" if common is is_comma else "a decimal point"
+        expected[rare] = (f"expected {form} like the rest of this column (such as {stripped[common].iloc[0]!r}): "
+                          "the column mixes decimal commas and decimal points, so neither can be read safely")
+        bad |= rare
+    convert = is_comma & ~bad
+    out = stripped.where(~convert, stripped.str.replace(",", ".", regex=False))
+    return out, int(convert.sum()), bad, expected
 
 
 def _open_bytes(path: Path):
@@ -215,7 +273,42 @@ def read_table_file(path: str | Path, *, what: str = "CSV or Parquet file") -> t
                                  file=label, value=suffix or "(none)"))
     if len(frame) == 0:
         raise InputError(problem("the file has a header but no data rows", file=label))
+    if dialect is not None and dialect.delimiter == ";":
+        frame, dialect = _numbers_with_decimal_commas(frame, dialect, label, first)
     return frame, first, dialect
+
+
+def _numbers_with_decimal_commas(frame: pd.DataFrame, dialect: Dialect, label: str,
+                                 first: int) -> tuple[pd.DataFrame, Dialect]:
+    """Columns of a semicolon-separated file that pandas left as text because their numbers have
+    decimal commas become numbers (see :func:`decimal_commas`); an ambiguous one is an InputError."""
+    problems, converted = [], {}
+    for col in frame.columns:
+        values = frame[col]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        present = values.dropna().astype(str).str.strip()
+        present = present[present != ""]
+        if present.empty or not present.str.match(NUMBER_LIKE).all() or not present.str.contains(",").any() \
+                or present.str.endswith("%").any():
+            continue
+        text, n, bad, expected = decimal_commas(present)
+        if bad.any():
+            problems += [problem(expected[i], file=label, row=first + frame.index.get_loc(i), column=str(col),
+                                 value=present[i]) for i in bad[bad].index]
+            continue
+        frame[col] = pd.to_numeric(text).reindex(frame.index)
+        converted[col] = n
+    if problems:
+        raise InputError(problems, summary=f"{label}: numbers with decimal commas that cannot be read safely "
+                                 f"({dialect.describe()}); nothing was read")
+    return frame, dialect.with_decimal_commas(converted)
+
+
+def note_decimal_commas(path, dialect: Dialect | None) -> None:
+    """Say on stderr which numbers of a semicolon-separated file were read with a decimal comma."""
+    if dialect is not None and dialect.decimal_commas:
+        print(f"note: {path}: {dialect.decimal_note()}", file=sys.stderr)
 
 
 def one_column_hint(columns, dialect: Dialect | None) -> str:

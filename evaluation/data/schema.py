@@ -8,6 +8,7 @@ all read them through this module.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import tomllib
@@ -187,6 +188,21 @@ class TableSchema(BaseModel):
     @property
     def dtypes(self) -> dict:
         return {c.name: c.pandas_dtype for c in self.columns}
+
+
+def description_words(description: str) -> str:
+    """A column's description as words for a sentence or an axis: its first clause, without the
+    DfE field code ('KS1-KS2 maths progress score (MATPROG): 0 is ...' -> 'KS1-KS2 maths
+    progress score')."""
+    text = str(description).split(":")[0].rstrip(". ")
+    return re.sub(r"\s*\([A-Z][A-Z0-9_]*\)", "", text).strip()
+
+
+def sentence_case(text: str) -> str:
+    """Lower-case the first letter for use mid-sentence, unless it starts an acronym (KS2, FSM)."""
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
 
 
 def _fmt(x: float) -> str:

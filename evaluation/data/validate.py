@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from evaluation.data.csv_input import Dialect, one_column_hint, read_csv
+from evaluation.data.csv_input import Dialect, decimal_commas, one_column_hint, read_csv
 from evaluation.data.schema import ColumnSpec, TableSchema, load_schema, missing_markers
 from evaluation.errors import InputError, Problem, problem
 
@@ -67,16 +67,23 @@ class ValidatedTable:
 
 
 class ProblemLog:
-    """Collects problems up to a cap, counting all of them."""
+    """Collects problems up to a cap, counting all of them, and each kind of them (same
+    column and expectation), so a grouped listing gives the count over the whole file."""
 
     def __init__(self, label: str, cap: int = PROBLEM_CAP):
         self.label = label
         self.cap = cap
         self.items: list[Problem] = []
         self.total = 0
+        self.counts: dict[tuple, int] = {}
+
+    def _count(self, column, expected: str, n: int = 1) -> None:
+        key = (self.label, column, expected)
+        self.counts[key] = self.counts.get(key, 0) + n
+        self.total += n
 
     def add(self, expected: str, *, row=None, column=None, **value) -> None:
-        self.total += 1
+        self._count(column, expected)
         if len(self.items) < self.cap:
             self.items.append(problem(expected, file=self.label, row=row, column=column, **value))
 
@@ -87,13 +94,17 @@ class ProblemLog:
         per_row = not isinstance(expected, str)
         for i, (row, value) in enumerate(zip(rows, values)):
             if len(self.items) >= self.cap:
-                self.total += len(rows) - i
+                if per_row:
+                    for e in list(expected)[i:len(rows)]:
+                        self._count(column, e)
+                else:
+                    self._count(column, expected, len(rows) - i)
                 return
             self.add(expected[i] if per_row else expected, row=int(row), column=column, value=value)
 
     def raise_if_any(self, what: str) -> None:
         if self.total:
-            raise InputError(self.items, total=self.total,
+            raise InputError(self.items, total=self.total, counts=self.counts,
                              summary=f"{self.label}: {self.total} problem(s) found; {what}")
 
 
@@ -440,22 +451,30 @@ def validate(table: str, raw: RawTable, references: Mapping[str, pd.DataFrame] |
     mapping, notes = match_columns(schema, raw, log)
     log.raise_if_any("the columns do not match the schema; nothing was imported"
                      + one_column_hint(raw.cells.columns, raw.dialect))
-    if raw.dialect is not None and not raw.dialect.is_plain:
-        notes.insert(0, raw.dialect.note())
     markers = missing_markers()
     typed: dict[str, pd.Series] = {}
     code_cols: dict[str, pd.Series] = {}
     index = raw.cells.index
     unparsable: set[tuple[int, str]] = set()
+    converted: dict[str, int] = {}
     for spec in schema.columns:
         if spec.name in mapping:
-            values, codes, bad = parse_column(raw.cells[mapping[spec.name]], spec, log, markers)
+            text = raw.cells[mapping[spec.name]]
+            if raw.dialect is not None and raw.dialect.delimiter == ";" and spec.type in ("integer", "number"):
+                text, converted[spec.name], unclear, expected = decimal_commas(text)
+                if unclear.any():  # reported here, left out of the parse (no second problem for the cell)
+                    log.add_rows(unclear[unclear].index, spec.name, text[unclear], list(expected[unclear]))
+                    unparsable.update((int(r), spec.name) for r in unclear[unclear].index)
+                    text = text.where(~unclear, "")
+            values, codes, bad = parse_column(text, spec, log, markers)
             unparsable.update((int(r), spec.name) for r in bad[bad].index)
         else:  # optional column absent from the file
             values = pd.Series(index=index, dtype=spec.pandas_dtype)
             codes = pd.Series("", index=index, dtype=object)
         typed[spec.name] = values.astype(spec.pandas_dtype) if spec.type != "category" else values
         code_cols[spec.name] = codes
+    if raw.dialect is not None and not raw.dialect.is_plain:
+        notes.insert(0, raw.dialect.with_decimal_commas(converted).note())
     data = pd.DataFrame(typed, index=index)
     codes = pd.DataFrame(code_cols, index=index)
     if len(data) == 0:

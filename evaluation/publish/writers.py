@@ -131,7 +131,8 @@ def write_results(run: StudyRun, results_root: str | Path, policy: DisclosurePol
 
 
 def write_self_evaluation(result: dict, results_root: str | Path) -> Path:
-    """``results/self-evaluations/<name>/``: result.json and its two figures, atomically, with the
+    """``results/self-evaluations/<name>/``: result.json and its figures (effects, schools, history and,
+    when targets were assessed, targets), atomically, with the
     ``disclosure`` block of ``evaluation.publish.disclosure`` (named schools by design: nothing
     suppressed, small comparison families flagged)."""
     result = control_self_evaluation(result)
@@ -139,8 +140,11 @@ def write_self_evaluation(result: dict, results_root: str | Path) -> Path:
     def fill(tmp: Path) -> None:
         (tmp / RESULT_FILE).write_text(dumps(result), encoding="utf-8")
         (tmp / "figures").mkdir()
-        figures.self_evaluation_gap_plot(result, tmp / "figures" / "gaps.png")
+        figures.self_evaluation_effect_plot(result, tmp / "figures" / "effects.png")
         figures.self_evaluation_school_plot(result, tmp / "figures" / "schools.png")
+        figures.self_evaluation_history_plot(result, tmp / "figures" / "history.png")
+        if any(t["series"] for t in result["targets"]):
+            figures.self_evaluation_targets_plot(result, tmp / "figures" / "targets.png")
 
     return atomic_directory(Path(results_root) / "self-evaluations", result["name"], fill)
 

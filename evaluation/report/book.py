@@ -129,11 +129,19 @@ def _months_cell(months) -> str:
 
 
 def _self_effect_cell(r: dict) -> str:
-    e, es = r["estimates"]["synthetic_did"], r["effect_size"]
-    unit = r["outcome"].get("unit") or "points"
-    unit = "percentage points" if unit == "percent" else unit
-    units = f"{num(e['estimate'])} {escape(unit)} (95% CI {num(e['ci_low'])} to {num(e['ci_high'])})"
-    return units + (f"; g = {num(es['g'])}" if es.get("g") is not None else "")
+    """The headline: g across phases, or one phase in its units (with g when known), or each phase."""
+    h = r.get("headline")
+    if h and h["scale"] == "effect size":
+        return f"g = {num(h['g'])} (95% CI {num(h['g_ci'][0])} to {num(h['g_ci'][1])})"
+    cells = []
+    for p in r["phases"] if not h else [p for p in r["phases"] if p["phase"] == h["phase"]]:
+        e, es = p["estimates"]["synthetic_did"], p.get("effect_size")
+        unit = r["outcomes"][p["phase"]].get("unit") or "points"
+        unit = "percentage points" if unit == "percent" else unit
+        cells.append((f"{p['phase']}: " if not h else "")
+                     + f"{num(e['estimate'])} {escape(unit)} (95% CI {num(e['ci_low'])} to {num(e['ci_high'])})"
+                     + (f"; g = {num(es['g'])}" if es else ""))
+    return "; ".join(cells)
 
 
 def front_page(results: list[dict], self_evaluations: list[dict], intro: str) -> str:
@@ -150,7 +158,7 @@ def front_page(results: list[dict], self_evaluations: list[dict], intro: str) ->
                      escape(r["summary"]["answer"]), _effect_cell(r), _months_cell(es.get("months")),
                      padlocks_html(es["padlocks"])])
     for r in sorted(self_evaluations, key=lambda r: r["name"]):
-        es = r["effect_size"]
+        es = r.get("headline") or {}
         rows.append([f"{{ref}}`{_role_text(r.get('title') or r['name'])} <self-{r['name']}>` (self-evaluation)",
                      escape(self_eval_chapter.question(r)), escape(self_eval_chapter.answer(r)), _self_effect_cell(r),
                      _months_cell(es.get("months")), "not rated (one partnership, no padlocks)"])

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from evaluation.data.schema import description_words, sentence_case
+from evaluation.report.figures import column_label
 from evaluation.report.specification_curve import specification_curve_section
-from evaluation.report.markdown import (article, count, escape, estimator_name, listing, months_range,
-                                        months_words, num, ordered_estimators, p_equals, padlocks_html, pct, pvalue,
-                                        table, type_words, year_span)
+from evaluation.report.markdown import (count, escape, estimator_name, months_range, months_words, num,
+                                        ordered_estimators, p_equals, padlocks_html, pct, pvalue, table,
+                                        types_listing, year_span)
 
 FIGURES = ("trends.png", "event_study.png", "love_plot.png")
 MAP_TABLE = "schools.csv"
@@ -50,6 +52,16 @@ class Chapter:
     title: str
     path: Path  # the markdown file, inside the book source
     padlocks: int
+
+
+def outcome_name(result: dict) -> str:
+    """The outcome in words mid-sentence ('average Attainment 8 score per pupil'), never its column name."""
+    return sentence_case(description_words(result["outcome"].get("description") or result["outcome"]["name"]))
+
+
+def characteristics(names) -> str:
+    """Matching characteristics in words ('outcome 1 year before joining, percentage of pupils eligible ...')."""
+    return ", ".join(sentence_case(column_label(str(n))) for n in names)
 
 
 def unit_words(result: dict) -> str:
@@ -137,10 +149,10 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     cohort, comp = d["cohort"], d["comparison"]
     c = result["counts"]
     m = result["matching"]
-    types = listing([type_words(t) for t in cohort["partnership_types"]], "or")
+    types = types_listing(cohort["partnership_types"], "or", articles=True)
     g0, g1 = cohort["joined_between"]
     out = ["## Who was in the study", ""]
-    which = (f"{escape(cohort['phase'])} schools that joined {escape(article(types))} with first results after joining "
+    which = (f"{escape(cohort['phase'])} schools that joined {escape(types)} with first results after joining "
              f"{year_span(g0, g1)}"
              + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
                 " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else ""))
@@ -167,10 +179,10 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
                else "")
             + (", with replacement" if m.get("replace") else ", without replacement")
             + f", exactly on {escape(', '.join(m['exact']))}. Matching characteristics: "
-            + escape(", ".join(m["covariates"])) + ".", ""]
+            + escape(characteristics(m["covariates"])) + ".", ""]
     if comp.get("exclude_types"):
-        excluded = listing([type_words(t) for t in comp["exclude_types"]], "or")
-        out += [f"Schools that ever joined {escape(article(excluded))} "
+        excluded = types_listing(comp["exclude_types"], "or", articles=True)
+        out += [f"Schools that ever joined {escape(excluded)} "
                 "were kept out of the comparison pool.", ""]
     rows = [[g["g"], _flow_count(g["treated"]), _flow_count(g["treated_matched"]), count(g["comparison_matched"])]
             for g in c["cohorts"]] + [[int(s["key"]), SUPPRESSED, SUPPRESSED, SUPPRESSED]
@@ -302,7 +314,7 @@ def _disclosure_section(result: dict) -> str:
 def _balance_section(result: dict, rel: str) -> str:
     sid = result["study"]["id"]
     bal = result["diagnostics"].get("balance") or {}
-    rows = [[b["covariate"], num(b["mean_treated"]), num(b["mean_comparison_before"]),
+    rows = [[escape(column_label(b["covariate"])), num(b["mean_treated"]), num(b["mean_comparison_before"]),
              num(b["mean_comparison_after"]), num(b["smd_before"]), num(b["smd_after"]),
              num(b["variance_ratio_after"])] for b in result["matching"]["balance"]]
     above = bal.get("covariates_above_threshold") or []
@@ -310,7 +322,7 @@ def _balance_section(result: dict, rel: str) -> str:
                f"{bal.get('threshold', 0.1)} standard deviations (largest {num(bal.get('max_abs_smd_after'))})."
                if not above else
                f"After matching, {len(above)} characteristic(s) still differ by more than "
-               f"{bal.get('threshold', 0.1)} standard deviations: {escape(', '.join(above))}.")
+               f"{bal.get('threshold', 0.1)} standard deviations: {escape(characteristics(above))}.")
     return "\n".join([
         "## Were the groups alike before joining?", "",
         "Standardised mean differences (SMD: the difference in means divided by the partnership schools' "
@@ -328,7 +340,7 @@ def _trends_section(result: dict, rel: str) -> str:
     sid = result["study"]["id"]
     return "\n".join([
         "## Outcome trends", "",
-        f"Mean {escape(_lower_first(result['outcome']['description'].rstrip('.')))} of partnership schools and their "
+        f"Mean {escape(outcome_name(result))} of partnership schools and their "
         "matched comparison schools by year relative to joining (comparison schools aligned on the joining "
         "year of the partnership schools they were matched to, weighted by the matching weights).", "",
         _figure(f"{rel}/{sid}-trends.png", f"{sid}-trends", "Outcome trends, partnership vs matched comparison schools."),
@@ -391,7 +403,7 @@ def _estimates_section(result: dict) -> str:
             conventions.append(f"  - note: {escape(note)}")
     return "\n".join([
         "## Estimates across estimators", "",
-        f"The average effect on {escape(result['outcome']['name'])} ({escape(unit_words(result))}) after joining, "
+        f"The average effect on {escape(outcome_name(result))} ({escape(unit_words(result))}) after joining, "
         "by each estimator. Two-way fixed effects can be biased when schools join at different times and effects "
         "grow with time (Goodman-Bacon 2021); the other estimators are built to avoid that bias. The headline "
         f"uses the primary estimator, {estimator_name(primary)}.", "",

@@ -33,10 +33,9 @@ def _schema_column(name: str):
 
 def _short(description: str) -> str:
     """A schema description as an axis label: the first clause, without the DfE field code."""
-    import re
+    from evaluation.data.schema import description_words
 
-    text = description.split(":")[0].rstrip(". ")
-    return re.sub(r"\s*\([A-Z0-9_]+\)$", "", text)
+    return description_words(description)
 
 
 def column_label(name: str) -> str:
@@ -134,32 +133,93 @@ def love_plot(result: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def self_evaluation_gap_plot(result: dict, path: Path) -> Path:
-    """The partnership's average outcome against its synthetic comparison, year by year."""
-    gaps = pd.DataFrame(result["estimates"]["synthetic_did"]["gaps"])
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    ax.plot(gaps["time"], gaps["treated"], marker="o", color=COLOURS["partnership"], label="Our schools (average)")
-    ax.plot(gaps["time"], gaps["synthetic"], marker="o", color=COLOURS["comparison"],
-            label="Weighted comparison schools")
-    ax.axvline(result["joined"] - 0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("Academic year (ending)")
-    ax.set_ylabel(outcome_label(result))
-    ax.set_title("Our schools and their comparison schools, before and after joining")
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
+def _phase_label(result: dict, phase: str, prefix: str = "") -> str:
+    o = result["outcomes"][phase]
+    return outcome_label({"outcome": {"name": o["name"], "description": o["description"], "unit": o["unit"]}}, prefix)
+
+
+def self_evaluation_effect_plot(result: dict, path: Path) -> Path:
+    """Per phase: the synthetic-DiD effect by years since joining, cohorts averaged by their schools."""
+    phases = result["phases"]
+    n = max(len(phases), 1)
+    fig, axes = plt.subplots(1, n, figsize=(6.4 if n == 1 else 10.5, 3.8), squeeze=False)
+    for ax, p in zip(axes[0], phases):
+        rows = pd.DataFrame(p["event_time"])
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.axvline(-0.5, color="grey", linestyle="--", linewidth=1)
+        ax.plot(rows["years_since_joining"], rows["effect"], marker="o", color=COLOURS["partnership"])
+        ax.set_xlabel("Years since joining (0: first results after joining)")
+        ax.set_ylabel(_phase_label(result, p["phase"], "Difference from similar schools in "))
+        ax.set_title(f"{p['phase'].capitalize()} schools ({p['schools']})", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Our schools against their weighted comparison schools, before and after joining", fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
 def self_evaluation_school_plot(result: dict, path: Path) -> Path:
-    """Each school's own estimate against its own family, with 95% CIs."""
-    rows = pd.DataFrame(result["by_school"]).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(rows) + 1.3))
-    y = np.arange(len(rows))
-    ax.errorbar(rows["estimate"], y, xerr=[rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]],
-                fmt="o", color=COLOURS["partnership"], capsize=3)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, rows["name"])
-    ax.set_xlabel(outcome_label(result, "Effect on ") + ", 95% confidence interval")
-    ax.set_title("School by school, each against its own family of similar schools")
-    ax.grid(alpha=0.3, axis="x")
+    """Each school's own estimate against its own family, with 95% CIs, one panel per phase."""
+    rows = pd.DataFrame(result["by_school"])
+    phases = list(dict.fromkeys(rows["phase"])) if len(rows) else []
+    heights = [int((rows["phase"] == ph).sum()) for ph in phases] or [1]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(6.4, 0.45 * sum(heights) + 1.6 * len(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, ph in zip(axes[:, 0], phases):
+        sub = rows[rows["phase"] == ph].iloc[::-1]
+        y = np.arange(len(sub))
+        ax.errorbar(sub["estimate"], y, xerr=[sub["estimate"] - sub["ci_low"], sub["ci_high"] - sub["estimate"]],
+                    fmt="o", color=COLOURS["partnership"], capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, sub["name"])
+        ax.set_xlabel(_phase_label(result, ph, "Effect on ") + ", 95% confidence interval")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0, 0].set_title("School by school, each against its own family of similar schools", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def self_evaluation_targets_plot(result: dict, path: Path) -> Path:
+    """Per target: the partnership's measure since the baseline, the straight line to the target, and
+    what the comparison families predict."""
+    targets = [t for t in result["targets"] if t["series"]]
+    fig, axes = plt.subplots(len(targets), 1, figsize=(6.4, 3.9 * len(targets)), squeeze=False)
+    for ax, t in zip(axes[:, 0], targets):
+        s = pd.DataFrame(t["series"])
+        ax.plot(s["year"], s["measure"], marker="o", color=COLOURS["partnership"], label="Our schools")
+        pred = s.dropna(subset=["predicted_measure"])
+        if len(pred):
+            ax.plot(pred["year"], pred["predicted_measure"], linestyle=":", marker=".", color=COLOURS["comparison"],
+                    label="Predicted from similar schools' change")
+        ax.plot([t["baseline_year"], t["year"]], [t["baseline"], t["target"]], linestyle="--", color="grey",
+                label="Straight line to the target")
+        ax.plot([t["year"]], [t["target"]], marker="*", markersize=12, color=COLOURS["truth"], linestyle="none",
+                label=f"Target ({t['year']})")
+        words = {"level": "", "change": "Change since the baseline in ", "gap_to_national": "Gap to England in "}
+        ax.set_ylabel(outcome_label({"outcome": {"name": t["outcome"], "description": t["description"],
+                                                 "unit": t["unit"]}}, words[t["kind"]]))
+        ax.set_xlabel("Academic year (ending)")
+        ax.set_title(f"{t['status'].capitalize()}: target {t['target']:g} by {t['year']} (baseline {t['baseline_year']})",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def self_evaluation_history_plot(result: dict, path: Path) -> Path:
+    """The headline estimate and its 95% CI as each year's results were added."""
+    rows = pd.DataFrame(result["history"]).dropna(subset=["estimate"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    if len(rows):
+        ax.errorbar(rows["data_last_year"], rows["estimate"],
+                    yerr=[rows["estimate"] - rows["ci_low"], rows["ci_high"] - rows["estimate"]], fmt="o",
+                    color=COLOURS["partnership"], capsize=3)
+        ax.set_xticks(rows["data_last_year"])
+    ax.axhline(0, color="black", linewidth=0.8)
+    h = result.get("headline") or {}
+    ax.set_ylabel("Effect size (pupil-level SD)" if h.get("scale") == "effect size" else
+                  _phase_label(result, h["phase"], "Effect on ") if h.get("phase") else "Effect")
+    ax.set_xlabel("Latest year of results in the data")
+    ax.set_title("The estimate as each year's results arrived", fontsize=10)
+    ax.grid(alpha=0.3)
     return _save(fig, path)

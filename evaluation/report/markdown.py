@@ -175,6 +175,26 @@ def listing(items, conj: str = "and") -> str:
     return ", ".join(items[:-1]) + f" {conj} " + items[-1]
 
 
+def types_listing(codes, conj: str = "or", articles: bool = False) -> str:
+    """Partnership types in words, kinds of the same thing said once: 'a hard or soft federation',
+    'a multi-academy trust or a hard or soft federation', 'hard and soft federations' is not
+    attempted (the noun stays singular). ``articles`` puts 'a'/'an' before each kind."""
+    groups: list[list[str]] = []  # runs of phrases sharing their last word ('federation')
+    for phrase in (type_words(c) for c in codes):
+        head = phrase.rsplit(" ", 1)
+        if groups and len(head) == 2 and len(groups[-1][-1].rsplit(" ", 1)) == 2 \
+                and groups[-1][-1].rsplit(" ", 1)[1] == head[1]:
+            groups[-1].append(phrase)
+        else:
+            groups.append([phrase])
+    parts = []
+    for group in groups:
+        text = group[0] if len(group) == 1 else \
+            listing([g.rsplit(" ", 1)[0] for g in group], conj) + " " + group[-1].rsplit(" ", 1)[1]
+        parts.append(article(text) if articles else text)
+    return listing(parts, conj)
+
+
 def p_equals(p) -> str:
     """'p = 0.042', 'p < 0.001' (never 'p = 0.000'), 'p not available'."""
     text = pvalue(p)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from evaluation.errors import InputError, problem
 from evaluation.result_schema import RESULT_SCHEMA_VERSION, SelfEvaluationResult, StudyResult
 
-SELF_EVALUATION_FIGURES = ("gaps.png", "schools.png")
+SELF_EVALUATION_FIGURES = ("effects.png", "schools.png", "history.png")  # and targets.png when there are targets
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,19 @@ def contract_problems(model, data: dict, path: Path, rerun: str) -> list:
                                f"{e['msg']}", file=str(path), column=where, **kw))
         return out
     return []
+
+
+def previous_self_evaluation_history(results_dir: str | Path, name: str) -> tuple[list[dict], str | None]:
+    """The history of an earlier run of the same self-evaluation (results/self-evaluations/<name>/),
+    and a note when an earlier result exists but cannot give one (older schema, unreadable)."""
+    path = Path(results_dir) / "self-evaluations" / name / "result.json"
+    if not path.exists():
+        return [], None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [], f"{path}: the earlier result could not be read, so its history is not carried over"
+    if contract_problems(SelfEvaluationResult, data, path, "impact self-evaluate"):
+        return [], (f"{path}: the earlier result is from schema version {data.get('schema_version')} and has no "
+                    "history to carry over; the history starts with this run")
+    return list(data.get("history") or []), None

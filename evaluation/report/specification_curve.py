@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.data.schema import sentence_case
 from evaluation.errors import InputError, problem
 from evaluation.result_schema import MULTIVERSE_SCHEMA_VERSION
-from evaluation.report.figures import COLOURS, _save, outcome_label, plt
+from evaluation.report.figures import COLOURS, _save, column_label, outcome_label, plt
 from evaluation.report.markdown import count, escape, estimator_name, num, pct, table
 
 SUFFIX = ".multiverse"
@@ -183,7 +184,7 @@ def specification_curve_section(result: dict, result_dir: Path, fig_dir: Path, r
             "Bottom: the choices each specification made.\n```", ""]
     rows = []
     words = {d["dimension"]: d["label"] for d in content["grid"]["dimensions"]}
-    details = {(d["dimension"], lv["key"]): lv["detail"] for d in content["grid"]["dimensions"]
+    details = {(d["dimension"], lv["key"]): _detail(d["dimension"], lv) for d in content["grid"]["dimensions"]
                for lv in d["levels"]}
     for r in content["by_level"]:
         if r["dimension"] not in {d["dimension"] for d in dims}:
@@ -199,6 +200,14 @@ def specification_curve_section(result: dict, result_dir: Path, fig_dir: Path, r
                   ["l", "l", "l", "r", "r", "r"]),
             f"**Agreement.** {escape(content['agreement_rule'])}", ""]
     return "\n".join(out)
+
+
+def _detail(dimension: str, level: dict) -> str:
+    """What a level means, in words: matching characteristics by their labels, not column names."""
+    if dimension == "covariates" and isinstance(level.get("value"), list):
+        head = str(level["detail"]).split(":")[0]
+        return head + ": " + ", ".join(sentence_case(column_label(str(c))) for c in level["value"])
+    return level["detail"]
 
 
 def _and(items: list[str]) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from evaluation.report.chapter import is_synthetic
-from evaluation.report.markdown import escape, listing, months_words, num, p_equals, padlocks_html, plural, table, type_words
+from evaluation.report.markdown import escape, listing, months_words, num, p_equals, padlocks_html, plural, table, \
+    type_words, types_listing
 from evaluation.synthesis import forest_plot, meta_analysis, poolable
 
 #: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
@@ -15,7 +16,7 @@ SECURE = 3
 
 
 def _types(result: dict) -> str:
-    return listing([type_words(t) for t in result["study"]["definition"]["cohort"]["partnership_types"]], "or")
+    return types_listing(result["study"]["definition"]["cohort"]["partnership_types"], "or")
 
 
 def _role_text(text: str) -> str:
@@ -32,8 +33,8 @@ def _verdict(result: dict) -> str:
     if v["answer"] == "cannot_tell":
         return "no clear effect either way (the confidence interval includes zero)"
     if v["answer"] == "cannot_tell_bias":
-        failed = [c["detail"] for c in v["checks"] if c["failed"]]
-        return "we cannot tell: the checks of the design point to bias (" + "; ".join(failed) + ")"
+        failed = [c.get("title") or c["name"] for c in v["checks"] if c["failed"]]
+        return f"we cannot tell: the checks of the design point to bias ({listing(failed)} failed)"
     if v["answer"] == "cannot_tell_sensitivity":
         return "we cannot tell: a plausible failure of parallel trends could explain the effect"
     way = "better" if v["answer"] == "yes" else "worse"

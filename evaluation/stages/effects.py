@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from evaluation.data.schema import description_words, load_schema, sentence_case
 from evaluation.data.synthetic import OUTCOMES
 from evaluation.effects import effect_size as effect_size_of, hedges_j, security_rating
 from evaluation.numbers import json_value
@@ -19,12 +20,12 @@ def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float |
     values = sy.loc[(sy["year"] == year) & sy["urn"].isin(phase_urns), study.outcome.name].dropna()
     sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
     if study.outcome.pupil_sd is not None:
-        pupil_sd, source = float(study.outcome.pupil_sd), (f"national pupil-level SD of {study.outcome.name} "
+        pupil_sd, source = float(study.outcome.pupil_sd), (f"national pupil-level SD of {_words(study.outcome.name)} "
                                                            f"({study.outcome.pupil_sd:g}) stated in the study "
                                                            f"definition: {study.outcome.pupil_sd_source}")
     else:
         pupil_sd, source = pupil_level_sd(study.outcome.name, data)
-    return {"sd": sd, "sd_definition": f"between-school SD of {study.outcome.name} among {study.cohort.phase} "
+    return {"sd": sd, "sd_definition": f"between-school SD of {_words(study.outcome.name)} among {study.cohort.phase} "
                                         f"schools in {year} (the year before the first cohort joined), "
                                         f"{len(values)} schools",
             "estimate_sd_units": None if estimate is None or not sd > 0 else estimate / sd,
@@ -44,8 +45,16 @@ def pupil_level_sd(outcome: str, data: StudyData) -> tuple[float | None, str | N
     sd = next((o.pupil_sd for o in OUTCOMES if o.name == outcome), None)
     if sd is None:
         return None, None
-    return float(sd), (f"national pupil-level SD of {outcome} ({sd:g}) as set in the synthetic data "
+    return float(sd), (f"national pupil-level SD of {_words(outcome)} ({sd:g}) as set in the synthetic data "
                        f"generator (evaluation/data/synthetic.py)")
+
+
+def _words(outcome: str) -> str:
+    """An outcome column in words for the stored texts a reader sees ('average Attainment 8 score per pupil')."""
+    try:
+        return sentence_case(description_words(load_schema("school_years").column(outcome).description))
+    except KeyError:
+        return outcome
 
 
 def effects_block(result: dict) -> dict:
