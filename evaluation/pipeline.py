@@ -31,6 +31,7 @@ from evaluation.stages.diagnose import diagnose
 from evaluation.stages.effects import effect_size, effects_block
 from evaluation.stages.estimate import (_estimate_entry, _event_rows, alternative_clusterings, headline_of,
                                         run_estimators)
+from evaluation.stages.heterogeneity import heterogeneity
 from evaluation.stages.match import SMD_THRESHOLD, MatchedCohort, match_cohorts, pooled_balance, treated_lost
 from evaluation.stages.panel import analysis_panel
 from evaluation.stages.power import planned_power
@@ -124,6 +125,9 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
         "power": power,
     }
+    if study.heterogeneity is not None:  # only when asked: other studies' results keep their bytes
+        say("  subgroup effects and the permutation test that they differ")
+        result["heterogeneity"] = heterogeneity(study, spec, data, cohort, matched, panel)
     result["effects"] = effects_block(result)
     result["verdict"] = verdict(result).to_dict()
     result["summary"] = plain_summary(result)

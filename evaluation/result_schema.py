@@ -6,6 +6,10 @@ Kinds (the ``kind`` field): ``study`` (``impact run``: :class:`StudyResult`),
 pipeline, the self-evaluation and the estimate command call ``model_validate`` before
 returning) and again when the book reads it.
 
+Within version 4, a study result may carry ``heterogeneity`` (subgroup effects and the test that
+they differ, :class:`Heterogeneity`), only when its definition has ``[heterogeneity]``; results of
+studies without it are unchanged, byte for byte.
+
 Migration 3 -> 4 (self-evaluations): a self-evaluation covers every school of a partnership,
 each phase and each joining year: ``outcome``/``joined``/``phase``/``estimates``/
 ``randomisation``/``effect_size`` give way to ``outcomes`` (per phase), ``cohorts`` (one per
@@ -281,6 +285,58 @@ class Summary(_Open):
     caveat: str
 
 
+class SubgroupRow(_Open):
+    """One subgroup of a characteristic: its partnership schools' effect (null when ``withheld``)."""
+
+    key: str
+    label: str
+    n_schools: int | None  # null when disclosure control withholds it
+    n_partnerships: int | None
+    n_comparison: int | None
+    estimate: float | None
+    se: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+    withheld: str | None
+
+
+class SubgroupTest(_Open):
+    """The test that a characteristic's subgroup effects are equal (``stages.heterogeneity``)."""
+
+    statistic: float
+    df: int
+    p_value: float
+    method: Literal["permutation"]
+    unit: Literal["partnership", "within_partnership"]
+    n_units: int  # partnerships a relabelling can change
+    description: str
+    permutations: int
+    failed: int
+    subgroups: list[str]
+
+
+class HeterogeneityCharacteristic(_Open):
+    name: str
+    label: str
+    n_unknown: int | None
+    subgroups: list[SubgroupRow]
+    test: SubgroupTest | None
+    note: str | None
+
+
+class Heterogeneity(_Open):
+    """Subgroup effects by the characteristics of ``[heterogeneity] by`` (absent when not asked)."""
+
+    estimator: str
+    cluster: str
+    alpha: float
+    permutations: int
+    min_schools: int
+    method: str
+    characteristics: list[HeterogeneityCharacteristic]
+
+
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
@@ -306,6 +362,7 @@ class StudyResult(_Open):
     verdict: Verdict
     summary: Summary
     disclosure: Disclosure | None = None
+    heterogeneity: Heterogeneity | None = None  # only when the study has [heterogeneity]
 
 
 class SelfEvaluationSchool(_Open):

@@ -13,11 +13,13 @@ import hashlib
 import json
 import re
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from evaluation.data.schema import load_schema
 from evaluation.errors import InputError, Problem, problem
@@ -189,6 +191,37 @@ class DisclosureSpec(_Strict):
         return v
 
 
+#: What a study may split its partnership schools by (``[heterogeneity] by``), in words for the book.
+#: Computed in ``evaluation.stages.heterogeneity`` (bins and sources are documented there).
+HETEROGENEITY_CHARACTERISTICS = {
+    "trust_size": "size of the partnership when the school joined",
+    "sponsor_led": "sponsor-led or not",
+    "urban": "urban or rural location",
+    "phase": "phase of education",
+    "distance_to_partner": "distance to the nearest partner school",
+    "role": "lead school or member school",
+    "partnership_type": "kind of partnership",
+    "region": "region",
+}
+
+
+class HeterogeneitySpec(_Strict):
+    """Subgroup effects (``evaluation.stages.heterogeneity``): the primary estimator re-estimated on the
+    partnership schools of each subgroup of every characteristic in ``by`` (each with its own matched
+    comparison schools, the study's one estimation specification), and a permutation test, with
+    ``permutations`` relabellings, that the subgroup effects are equal."""
+
+    by: tuple[str, ...] = Field(min_length=1)
+    permutations: int = Field(default=199, ge=19, le=9999)
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"each characteristic once, got {list(v)}")
+        return _all_allowed(v, tuple(HETEROGENEITY_CHARACTERISTICS), "heterogeneity characteristic")
+
+
 class Study(_Strict):
     id: str
     title: str
@@ -200,6 +233,15 @@ class Study(_Strict):
     estimators: EstimatorsSpec = EstimatorsSpec()
     inference: InferenceSpec = InferenceSpec()
     disclosure: DisclosureSpec = DisclosureSpec()
+    heterogeneity: HeterogeneitySpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _optional_sections(self, handler):
+        """A study without ``[heterogeneity]`` dumps (and hashes) exactly as before the option existed."""
+        data = handler(self)
+        if isinstance(data, dict) and self.heterogeneity is None:
+            data.pop("heterogeneity", None)
+        return data
 
     @field_validator("id")
     @classmethod
@@ -251,6 +293,9 @@ def _fields_at(loc: tuple, model: type[BaseModel] | None = None) -> list[str]:
         inner = info.annotation if info is not None else None
         if typing.get_origin(inner) in (tuple, list):  # an array of tables: tuple[Model, ...]
             inner = typing.get_args(inner)[0]
+        elif typing.get_origin(inner) in (typing.Union, types.UnionType):  # an optional table: Model | None
+            inner = next((a for a in typing.get_args(inner) if isinstance(a, type) and issubclass(a, BaseModel)),
+                         None)
         if not isinstance(inner, type) or not issubclass(inner, BaseModel):
             return []
         model = inner

@@ -250,6 +250,40 @@ def _fewer(policy: DisclosurePolicy) -> str:
     return f"fewer than {policy.threshold} {policy.unit}"
 
 
+def _heterogeneity(r: dict, policy: DisclosurePolicy, suppressed: list) -> None:
+    """Subgroup counts (and the schools whose characteristic is unknown) are cells of one set whose
+    total, the partnership schools analysed, is published: primary and secondary suppression of the
+    counts (``suppress_cells``). The stage estimates no subgroup below the threshold; an estimate whose
+    comparison schools are below it is withheld here, and with it the characteristic's test."""
+    total = r["counts"]["treated_analysed"]
+    for ch in r["heterogeneity"]["characteristics"]:
+        cells = {s["key"]: s["n_schools"] for s in ch["subgroups"]}
+        cells["(unknown)"] = ch["n_unknown"]
+        sup = suppress_cells(cells, policy.threshold, total)
+        for s in ch["subgroups"]:
+            if s["key"] in sup:
+                rule = sup.rows[s["key"]]
+                s["n_schools"] = None
+                if rule == PRIMARY:
+                    s["n_partnerships"] = None
+                suppressed.append(_item("heterogeneity", f"{ch['name']}:{s['key']}", rule,
+                                        _fewer(policy) if rule == PRIMARY else
+                                        "so that the suppressed subgroup cannot be worked out from the total",
+                                        f"the number of schools in the subgroup '{s['label']}'"))
+            if s["estimate"] is not None and policy.small(s["n_comparison"]):
+                s.update(estimate=None, se=None, ci_low=None, ci_high=None, p=None, n_comparison=None,
+                         withheld=f"fewer than {policy.threshold} comparison schools: not shown")
+                suppressed.append(_item("heterogeneity", f"{ch['name']}:{s['key']}", PRIMARY, _fewer(policy),
+                                        f"the effect in the subgroup '{s['label']}'"))
+                if ch["test"] is not None and s["key"] in ch["test"]["subgroups"]:
+                    ch["test"] = None
+                    ch["note"] = "the test is not shown: it rests on a subgroup not shown"
+        if "(unknown)" in sup:
+            ch["n_unknown"] = None
+            suppressed.append(_item("heterogeneity", f"{ch['name']}:(unknown)", sup.rows["(unknown)"],
+                                    _fewer(policy), "the number of schools whose subgroup is unknown"))
+
+
 def _item(table: str, key, rule: str, reason: str, what: str) -> dict:
     return {"table": table, "key": key, "rule": rule, "reason": reason, "what": what}
 
@@ -346,6 +380,10 @@ def control_study(result: dict, policy: DisclosurePolicy | None = None, *,
 
     # -- texts naming a suppressed cohort, and counts of schools below the threshold in notes
     _scrub_notes(r, gone, policy, suppressed)
+
+    # -- subgroup effects ([heterogeneity]): subgroup counts against the schools analysed
+    if r.get("heterogeneity"):
+        _heterogeneity(r, policy, suppressed)
 
     # -- per-school frames: the analysed partnership schools, matched pairs, map points
     _frames(out_frames, gone, links, coverage)

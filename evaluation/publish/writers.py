@@ -126,6 +126,8 @@ def write_results(run: StudyRun, results_root: str | Path, policy: DisclosurePol
         figures.trends_plot(result, figs / "trends.png")
         figures.event_study_plot(result, figs / "event_study.png")
         figures.love_plot(result, figs / "love_plot.png")
+        if result.get("heterogeneity"):
+            figures.subgroup_forest_plot(result, figs / "heterogeneity.png")
 
     return atomic_directory(results_root, result["study"]["id"], fill)
 

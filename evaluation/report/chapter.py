@@ -28,6 +28,7 @@ from evaluation.report.markdown import (count, escape, estimator_name, months_ra
                                         types_listing, year_span)
 
 FIGURES = ("trends.png", "event_study.png", "love_plot.png")
+HETEROGENEITY_FIGURE = "heterogeneity.png"  # written only for a study with [heterogeneity]
 MAP_TABLE = "schools.csv"
 MAP_COLUMNS = ("urn", "group", "easting", "northing")
 SUPPRESSED = "suppressed"  # a cell disclosure control left out (evaluation.publish.disclosure), never 0 or blank
@@ -604,6 +605,92 @@ def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
     return out
 
 
+FEW_RELABELLED = 10  # partnerships a relabelling can change, below which a non-rejection is flagged as weak
+TEST_UNITS = {"partnership": "whole partnerships' subgroups shuffled among partnerships",
+              "within_partnership": "subgroups shuffled among the schools of each partnership"}
+
+
+def subgroup_sentence(ch: dict, alpha: float, n_tests: int, units: str) -> str:
+    """One sentence a committee can read about one characteristic. It claims a difference only when
+    the permutation test rejects equal effects at the study's alpha, and then says that several
+    characteristics tested make a chance difference likely; otherwise it says the study cannot tell."""
+    label = escape(_lower_first(ch["label"]))
+    test = ch.get("test")
+    if test is None:
+        return f"This study cannot compare schools by {label}: {escape(_lower_first(ch.get('note') or 'no test'))}."
+    shown = [s for s in ch["subgroups"] if s["estimate"] is not None and s["key"] in test["subgroups"]]
+    if test["p_value"] >= alpha:
+        text = (f"The data do not show that the effect differs by {label} ({p_equals(test['p_value'])}): "
+                "the subgroup estimates differ by no more than chance would give, so no subgroup should be "
+                "singled out as doing better or worse; this is not proof that the effect is the same.")
+        n = test.get("n_units")
+        if n is not None and n < FEW_RELABELLED:
+            text += (f" Only {count(n)} partnerships could be relabelled, so the test could miss even a large "
+                     "difference.")
+        return text
+    hi = max(shown, key=lambda s: s["estimate"])
+    lo = min(shown, key=lambda s: s["estimate"])
+    text = (f"The effect differs by {label} ({p_equals(test['p_value'])}): it was {num(hi['estimate'])} "
+            f"{escape(units)} for {escape(hi['label'])} and {num(lo['estimate'])} for {escape(lo['label'])}.")
+    if n_tests > 1:
+        text += (f" With {n_tests} characteristics tested, one such difference could arise by chance: treat it "
+                 "as a lead to follow up, not a finding on its own.")
+    return text
+
+
+def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: str) -> str:
+    """Effects by subgroup (result.json ``heterogeneity``), when the study asked for them."""
+    het = result.get("heterogeneity")
+    if not het:
+        return ""
+    sid = result["study"]["id"]
+    level = round(100 * (1 - het["alpha"]))
+    units = unit_words(result)
+    n_tests = sum(1 for ch in het["characteristics"] if ch.get("test"))
+    out = ["## Effects by subgroup: for whom does it work?", "",
+           f"The primary estimator ({estimator_name(het['estimator'])}) estimated again on the partnership "
+           "schools of each subgroup, each with the comparison schools matched to it, with the study's window, "
+           "weights and clustering. The intervals are the estimator's own "
+           f"{level}% intervals ({escape(units)}), not the headline's calibrated one. Subgroups share comparison "
+           "schools (and sometimes partnerships), so their estimates are not independent: whether they differ "
+           "is tested by permutation, with partnerships as the units (the subgroups shuffled at random and "
+           "every subgroup estimated again, many times). "
+           f"A subgroup of fewer than {het['min_schools']} partnership schools is not estimated.", ""]
+    figure = result_dir / "figures" / HETEROGENEITY_FIGURE
+    if figure.exists():
+        shutil.copyfile(figure, fig_dir / f"{sid}-{HETEROGENEITY_FIGURE}")
+        out += [_figure(f"{rel}/{sid}-{HETEROGENEITY_FIGURE}", f"{sid}-heterogeneity",
+                        f"Effects by subgroup with {level}% confidence intervals; the dotted line is the effect "
+                        "on all partnership schools."), ""]
+    for ch in het["characteristics"]:
+        label = ch["label"][:1].upper() + ch["label"][1:]
+        out += [f"### By {escape(_lower_first(label))}", ""]
+        rows = []
+        for s in ch["subgroups"]:
+            if s["estimate"] is None:
+                rows.append([escape(s["label"][:1].upper() + s["label"][1:]), count(s["n_schools"]),
+                             count(s["n_partnerships"]), escape(s["withheld"] or "not estimated"), "\u2014", "\u2014"])
+            else:
+                rows.append([escape(s["label"][:1].upper() + s["label"][1:]), count(s["n_schools"]), count(s["n_partnerships"]),
+                             num(s["estimate"], 2), f"{num(s['ci_low'], 2)} to {num(s['ci_high'], 2)}",
+                             pvalue(s["p"])])
+        if rows:
+            out += [table(["Subgroup", "Partnership schools", "Partnerships", "Effect", f"{level}% CI", "p"],
+                          rows, ["l", "r", "r", "r", "r", "r"]), ""]
+        if ch.get("n_unknown"):
+            out += [f"Not in any subgroup (not known): {count(ch['n_unknown'])} partnership schools.", ""]
+        elif ch.get("n_unknown") is None:
+            out += ["Not in any subgroup (not known): suppressed (disclosure control).", ""]
+        t = ch.get("test")
+        if t is not None:
+            out += [f"**Test that the effects are equal**: Wald statistic {num(t['statistic'])} "
+                    f"({t['df']} df), permutation {p_equals(t['p_value'])} over {count(t['permutations'])} "
+                    f"relabellings ({TEST_UNITS[t['unit']]}; {count(t['n_units'])} partnerships could be relabelled"
+                    + (f"; {count(t['failed'])} could not be estimated" if t.get("failed") else "") + ").", ""]
+        out += [f"**In words.** {subgroup_sentence(ch, het['alpha'], n_tests, units)}", ""]
+    return "\n".join(out)
+
+
 def _provenance_section(result: dict) -> str:
     p = result["provenance"]
     return "\n".join([
@@ -646,6 +733,7 @@ def write_chapter(result: dict, result_dir: Path, source: Path) -> Chapter:
         _event_section(result, rel),
         _estimates_section(result),
         _robustness_section(result),
+        _heterogeneity_section(result, result_dir, fig_dir, rel),
         specification_curve_section(result, result_dir, fig_dir, rel),  # results/<id>.multiverse/, if any
         _provenance_section(result),
     ])

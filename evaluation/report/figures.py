@@ -223,3 +223,50 @@ def self_evaluation_history_plot(result: dict, path: Path) -> Path:
     ax.set_title("The estimate as each year's results arrived", fontsize=10)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def subgroup_forest_plot(result: dict, path: Path) -> Path:
+    """Forest plot of the subgroup effects (result.json ``heterogeneity``) with their CIs, one panel
+    row per subgroup grouped by characteristic, beside the study's primary estimate; subgroups not
+    estimated are listed without a point. Labels are the result's words, never column names."""
+    import textwrap
+
+    from evaluation.report.markdown import p_equals
+
+    het = result["heterogeneity"]
+    primary = result["estimates"][result["primary_estimator"]]
+    level = round(100 * (1 - het["alpha"]))
+    labels, est, lo, hi, heads = [], [], [], [], []
+    for ch in het["characteristics"]:
+        if not ch["subgroups"]:
+            continue
+        heads.append(len(labels))
+        test = ch.get("test")
+        labels.append(ch["label"][:1].upper() + ch["label"][1:]
+                      + (f" (difference: {p_equals(test['p_value'])})" if test else ""))
+        est.append(np.nan), lo.append(np.nan), hi.append(np.nan)
+        for s in ch["subgroups"]:
+            shown = s["estimate"] is not None
+            labels.append("    " + s["label"][:1].upper() + s["label"][1:] + ("" if shown else " (not estimated)"))
+            est.append(s["estimate"] if shown else np.nan)
+            lo.append(s["ci_low"] if shown else np.nan)
+            hi.append(s["ci_high"] if shown else np.nan)
+    n = max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * n + 1.4))
+    y = np.arange(n)[::-1]
+    e, l, h = (np.array(v, dtype=float) for v in (est, lo, hi))
+    ok = np.isfinite(e)
+    ax.errorbar(e[ok], y[ok], xerr=[e[ok] - l[ok], h[ok] - e[ok]], fmt="s", color=COLOURS["partnership"],
+                markersize=4, capsize=2, label=f"Subgroup effect, {level}% CI")
+    if primary.get("estimate") is not None:
+        ax.axvline(primary["estimate"], color=COLOURS["partnership"], linestyle=":", linewidth=1,
+                   label="All partnership schools")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [textwrap.fill(t, 56) for t in labels], fontsize=8)
+    for k in heads:
+        ax.get_yticklabels()[k].set_fontweight("bold")
+    ax.set_xlabel(outcome_label(result, "Effect on "))
+    ax.set_title("Effects by subgroup")
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / n), ncol=2)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
