@@ -20,6 +20,10 @@ Prediction interval (Higgins, Thompson & Spiegelhalter 2009; Riley, Higgins & De
 mu +- t_{k-2} sqrt(tau^2 + SE^2), SE the Knapp-Hartung SE; metafor gives the same with
 ``predict(res, predtype="Riley")`` (its default uses t_{k-1}; its documentation notes neither is exact).
 With k - 2 = 0 degrees of freedom (two studies) it is not computed.
+
+Whether the effects differ with the partnerships' characteristics (formal or informal, type, phase) is the
+meta-regression of ``evaluation.meta_regression``: REML tau^2 there, as metafor's ``rma`` default, so that its
+R^2 compares like with like; this module's pooled estimate keeps Paule-Mandel.
 """
 
 from __future__ import annotations

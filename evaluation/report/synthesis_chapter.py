@@ -1,11 +1,14 @@
 """The synthesis chapter: every study side by side, the forest plot by partnership type,
-the random-effects meta-analysis (``evaluation.synthesis``) and a plain-English
-"what works" summary that never claims more than each study's security rating allows."""
+the random-effects meta-analysis (``evaluation.synthesis``), a meta-regression of the studies'
+effects on their partnerships' characteristics (``evaluation.meta_regression``) and a
+plain-English "what works" summary that never claims more than each study's security rating
+or the moderator tests allow."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from evaluation.meta_regression import MODERATORS, SKIPPED, STUDIES_PER_MODERATOR, ModeratorModel, moderator_models
 from evaluation.report.chapter import is_synthetic
 from evaluation.report.markdown import escape, listing, months_words, num, p_equals, padlocks_html, plural, table, \
     type_words, types_listing
@@ -139,6 +142,115 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         + ". Effect sizes of different outcomes and phases are in different standard deviations (each chapter "
           "says which), so comparisons between types are indicative only.", "",
     ]
+    out += meta_regression_section(results)
     path = source / "synthesis.md"
     path.write_text("\n".join(out), encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------ meta-regression
+
+
+def _level_words(mod: str, level) -> str:
+    """A moderator's level in words: 'formal', 'secondary', 'hard federation'."""
+    if mod == "formal":
+        return "formal" if level else "informal"
+    if mod == "partnership_type":
+        return " or ".join(type_words(t) for t in str(level).split("/"))
+    return str(level)
+
+
+def _coefficient_rows(model: ModeratorModel) -> list[list[str]]:
+    fit = model.fit
+    rows = []
+    refs = ", ".join(_level_words(m, model.levels[m][0]) for m in model.moderators)
+    for c in fit.coefficients:
+        if c.name == "intrcpt":
+            what = f"average effect size of {refs} studies"
+            studies = str(model.counts[model.moderators[0]][model.levels[model.moderators[0]][0]]) \
+                if len(model.moderators) == 1 else ""
+        else:
+            mod, _, level = c.name.partition("=")
+            lv = next(x for x in model.levels[mod][1] if str(x) == level)
+            ref = model.levels[mod][0]
+            what = f"{_level_words(mod, lv)} minus {_level_words(mod, ref)}"
+            studies = f"{model.counts[mod][lv]} vs {model.counts[mod][ref]}"
+        rows.append([escape(model.label), escape(what), studies, num(c.estimate, 3),
+                     f"{num(c.ci_low, 3)} to {num(c.ci_high, 3)}", p_equals(c.p)])
+    return rows
+
+
+def _plain_sentence(k: int, fitted: list[ModeratorModel], alpha: float) -> str:
+    """One sentence: a moderator is said to matter only when its test supports it; few studies are said to be few."""
+    few = k < STUDIES_PER_MODERATOR
+    too_few = (f"with only {plural(k, 'study', 'studies')}, far fewer than the {STUDIES_PER_MODERATOR} per "
+               "characteristic a meta-regression needs")
+    if not fitted:
+        return ((too_few[0].upper() + too_few[1:] + ", no meta-regression can be estimated" if few else
+                 "No meta-regression can be estimated from these studies (see below why)")
+                + ", so this book cannot say whether the effect differs between formal and informal partnerships, "
+                  "phases or partnership types.")
+    # Claims rest on the one-characteristic models: a joint model's test is of all its characteristics at once.
+    single = [m for m in fitted if len(m.moderators) == 1] or fitted
+    supported = [m for m in single if m.fit.qm_p < alpha]
+    others = [m for m in single if m.fit.qm_p >= alpha]
+    if not supported:
+        labels = listing([m.label for m in single], "or")
+        if few:
+            return (f"{too_few[0].upper() + too_few[1:]}, the tests find no clear evidence that the effect differs "
+                    f"by {labels}, and they could easily miss a real difference: read the table as a description of "
+                    "these few studies, not as evidence that these characteristics do or do not matter.")
+        return (f"The tests find no clear evidence that the effect differs by {labels} (each moderator test "
+                f"p \u2265 {alpha:g}); this does not show that the effect is the same.")
+    found = listing([f"{m.label} ({p_equals(m.fit.qm_p)})" for m in supported])
+    rest = f", but not clearly by {listing([m.label for m in others], 'or')}" if others else ""
+    if few:
+        return (f"The effect appears to differ by {found}{rest}; {too_few}, and with several characteristics "
+                "tested, this could well be chance and needs more studies to confirm.")
+    return (f"The effect differs by {found}{rest}: an association across studies, which may reflect other "
+            "differences between them (their outcomes, periods and places), not proof that the characteristic "
+            "itself matters.")
+
+
+def meta_regression_section(results: list[dict], alpha: float = 0.05) -> list[str]:
+    """Markdown lines of the meta-regression section (see ``evaluation.meta_regression``)."""
+    null, models = moderator_models(results, alpha=alpha)
+    k = null.fit.k
+    fitted = [m for m in models if m.fit is not None]
+    refused = [m for m in models if m.fit is None]
+    n0 = null.fit
+    c0 = n0.coefficients[0]
+    out = ["## Does the effect differ by kind of partnership? Meta-regression", "",
+           "A meta-regression asks whether the studies' effect sizes differ with characteristics of their "
+           f"partnerships: {listing(MODERATORS.values())}, each on its own and formal and phase together. Each "
+           "model has random effects (REML between-study variance $\\tau^2$, as R's metafor) and Knapp-Hartung "
+           "intervals and tests (t and F distributions with $k - p$ degrees of freedom for $k$ studies and $p$ "
+           "coefficients; the Knapp-Hartung scale is not truncated at 1, metafor's `test=\"knha\"`). "
+           + escape(SKIPPED["trust_size"][0].upper() + SKIPPED["trust_size"][1:]) + ".", "",
+           "**In plain English:** " + escape(_plain_sentence(k, fitted, alpha)), ""]
+    if fitted:
+        out += [table(["Model", "Coefficient", "Studies", "Estimate (g)", "95% CI (Knapp-Hartung)", "p"],
+                      [row for m in fitted for row in _coefficient_rows(m)], ["l", "l", "r", "r", "r", "r"])]
+        rows = []
+        for m in fitted:
+            f = m.fit
+            r2 = (f"{100 * f.r2:.0f}%" if f.tau2_null and f.tau2_null > 0 else
+                  "\u2014 (no between-study variance to explain)")
+            rows.append([escape(m.label), f"F({f.qm_df[0]}, {f.qm_df[1]}) = {num(f.qm)}, {p_equals(f.qm_p)}",
+                         f"{num(f.qe)} ({f.df} df), {p_equals(f.qe_p)}", num(f.tau2, 4), f"{100 * f.i2:.0f}%", r2])
+        out += [table(["Model", "Test of moderators", "Residual heterogeneity Q", "$\\tau^2$", "I\u00b2", "R\u00b2"],
+                      rows, ["l", "l", "r", "r", "r", "r"]),
+                "The test of moderators asks whether the characteristic explains any of the differences between "
+                "studies; R\u00b2 is the share of the between-study variance it accounts for (from $\\tau^2$ without "
+                "moderators, "
+                f"{num(n0.tau2, 4)}, to the model's); I\u00b2 is the share of what is left that is beyond chance. "
+                "The p-values are not adjusted for testing several characteristics.", ""]
+    out += [f"Without moderators, with the same REML $\\tau^2$ and Knapp-Hartung interval (the pooled estimate "
+            f"above uses Paule-Mandel): {num(c0.estimate, 3)} (95% CI {num(c0.ci_low, 3)} to {num(c0.ci_high, 3)}, "
+            f"t with {n0.df} df), $\\tau^2$ = {num(n0.tau2, 4)}, I\u00b2 = {100 * n0.i2:.0f}%, residual "
+            f"heterogeneity Q = {num(n0.qe)} ({n0.df} df), {p_equals(n0.qe_p)}.", ""]
+    if refused:
+        out += ["Not estimated, so no numbers are shown:", ""]
+        out += [f"- {escape(m.label[0].upper() + m.label[1:])}: {escape(m.reason)}." for m in refused]
+        out.append("")
+    return out
