@@ -11,6 +11,15 @@ DATA = Path(__file__).parent / "data"
 TINY = DATA / "tiny"
 
 
+@pytest.fixture(autouse=True)
+def _no_default_store(monkeypatch, tmp_path_factory):
+    """Every test names its store: the default (``$IMPACT_STORE`` or ``data/impact.duckdb``) points at
+    an empty place, so a store the README's demo left in the checkout cannot leak into a test."""
+    from evaluation.data.store import STORE_ENV
+
+    monkeypatch.setenv(STORE_ENV, str(tmp_path_factory.getbasetemp() / "no-default-store" / "impact.duckdb"))
+
+
 @pytest.fixture
 def tiny_dir(tmp_path) -> Path:
     """A writable copy of the tiny valid data set (schools, partnerships, memberships, school_years)."""
