@@ -73,7 +73,6 @@ def main(argv=None) -> int:
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for delta in (0.0, 0.2):
         sub = [r for r in rows if r["delta"] == delta]
-        n = len(sub)
         for label, hits in (("partnership (effect size)", [r["covers"] for r in sub]),
                             ("primary phase (KS2 points)", [r["phases"].get("primary") for r in sub]),
                             ("secondary phase (KS4 points)", [r["phases"].get("secondary") for r in sub])):

@@ -204,6 +204,8 @@ def test_a_mixed_phase_partnership_joining_over_four_years(tmp_path, run_cli, sm
     assert [t["status"] in ("met", "on track", "off track") for t in r["targets"]] == [True, True]
     assert (tmp_path / "results" / "self-evaluations" / "our_trust" / "figures" / "targets.png").exists()
     assert r["provenance"]["command"] == f"impact self-evaluate {plan}"
+    # families of 20 under-covered in the simulation: the result says so
+    assert any(n.startswith("Families of fewer than 50 similar schools") for n in r["notes"])
 
 
 def test_a_planted_effect_moves_the_estimate_by_exactly_that_much_and_is_recovered(small_store):
