@@ -131,7 +131,8 @@ def _predicted(sy, outcome, w, mine, base_year, years, families_of, base_value) 
     with_family = [u for u in mine.loc[mine["year"] == base_year, "urn"].astype(int) if families_of.get(u)]
     if not with_family or base_value is None:
         return {}
-    wide = sy.pivot_table(index="urn", columns="year", values=outcome)
+    needed = {c for u in with_family for c in families_of[u]}  # the families only, not the whole table
+    wide = sy[sy["urn"].isin(needed)].pivot_table(index="urn", columns="year", values=outcome)
     weights = mine[mine["year"] == base_year].set_index("urn")[w] if w else None
     out = {}
     for y in years:
