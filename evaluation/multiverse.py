@@ -209,6 +209,8 @@ def default_grid(study: Study, data: StudyData | None = None) -> Grid:
 
     primary = study.estimators.primary
     ests = [primary] + [e for e in ROBUST_ESTIMATORS if e != primary]
+    if study.cohort.exposure == "in_partnership":  # only this estimator allows a treatment that ends
+        ests = [primary]
     levels["estimator"] = tuple(Level("estimator", e, ESTIMATOR_LABELS.get(e, e), ESTIMATOR_WORDS.get(e, e), e)
                                 for e in ests)
 
@@ -287,6 +289,9 @@ def _pool_levels(study: Study) -> tuple[Level, ...]:
     out = [Level("pool", "study", "study's", "the study's: " + words(own), own)]
     every = tuple(load_schema("partnerships").column("type").allowed)
     studied = tuple(t for t in every if t in study.cohort.partnership_types)
+    if study.cohort.exposure == "moved":  # the comparison schools are in the studied types: never exclude them
+        every = tuple(t for t in every if t not in studied)
+        studied = ()
     if set(own["exclude_types"]) != set(every):
         v = {**own, "exclude_types": every}
         out.append(Level("pool", "no_partnership", "in no partnership",
@@ -602,5 +607,6 @@ def _task_data(study: Study, data: StudyData) -> StudyData:
                         memberships=data.memberships, school_years=years.reset_index(drop=True), truth=None,
                         fingerprint=data.fingerprint)
     return trimmed if trimmed.years == data.years and len(years) else StudyData(
-        data.schools, data.partnerships, data.memberships, data.school_years, None, data.fingerprint)
+        data.schools, data.partnerships, data.memberships, data.school_years, truth=None,
+        fingerprint=data.fingerprint)
 

@@ -1,10 +1,18 @@
-"""The result.json contracts (schema version 4): one pydantic model per kind of result.
+"""The result.json contracts (schema version 5): one pydantic model per kind of result.
 
 Kinds (the ``kind`` field): ``study`` (``impact run``: :class:`StudyResult`),
 ``self_evaluation`` (``impact self-evaluate``: :class:`SelfEvaluationResult`) and ``estimate``
 (``impact estimate --json``: :class:`EstimateResult`). Each is validated when it is built (the
 pipeline, the self-evaluation and the estimate command call ``model_validate`` before
 returning) and again when the book reads it.
+
+Migration 4 -> 5 (studies with ``[heterogeneity]``): the permutation test of equal subgroup
+effects relabels partnership-by-subgroup blocks when a characteristic varies within
+partnerships (``test.unit = "block"``), where version 4 permuted labels among the schools of each
+partnership (``"within_partnership"``), a rule that could not see differences between
+partnerships. The bundled synthetic data changed with it (planted heterogeneity and
+re-brokerage), so every number of the example studies changed; other studies' results only
+change ``schema_version``.
 
 Within version 4, a study result may carry ``heterogeneity`` (subgroup effects and the test that
 they differ, :class:`Heterogeneity`), only when its definition has ``[heterogeneity]``; results of
@@ -47,7 +55,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-RESULT_SCHEMA_VERSION = 4
+RESULT_SCHEMA_VERSION = 5
 MULTIVERSE_SCHEMA_VERSION = 1  # results/<id>.multiverse/multiverse.json (evaluation.multiverse)
 
 
@@ -299,6 +307,7 @@ class SubgroupRow(_Open):
     ci_high: float | None
     p: float | None
     withheld: str | None
+    planted: float | None = None  # synthetic data only: the mean planted effect on the subgroup's school-years
 
 
 class SubgroupTest(_Open):
@@ -308,7 +317,7 @@ class SubgroupTest(_Open):
     df: int
     p_value: float
     method: Literal["permutation"]
-    unit: Literal["partnership", "within_partnership"]
+    unit: Literal["partnership", "block"]
     n_units: int  # partnerships a relabelling can change
     description: str
     permutations: int
@@ -340,7 +349,7 @@ class Heterogeneity(_Open):
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
-    schema_version: Literal[4]
+    schema_version: Literal[5]
     kind: Literal["study"]
     study: StudyInfo
     provenance: Provenance
@@ -404,7 +413,7 @@ class SelfEvaluationResult(_Open):
     cohort and phase, the headline (one phase, or phases combined in effect-size units; None
     with ``headline_withheld`` otherwise), targets and the history of the estimate."""
 
-    schema_version: Literal[4]
+    schema_version: Literal[5]
     kind: Literal["self_evaluation"]
     name: str
     title: str
@@ -429,7 +438,7 @@ class SelfEvaluationResult(_Open):
 class EstimateResult(_Open):
     """``impact estimate --json``: one estimator on a user's panel."""
 
-    schema_version: Literal[4]
+    schema_version: Literal[5]
     kind: Literal["estimate"]
     estimator: str
     description: str

@@ -23,7 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from evaluation.data.schema import load_schema
 from evaluation.errors import InputError, Problem, problem
-from evaluation.estimators.names import ESTIMATOR_NAMES, canonical
+from evaluation.estimators.names import DEFAULT_USE, ESTIMATOR_NAMES, canonical
 
 ESTIMATORS = ESTIMATOR_NAMES
 CONTEXT_COVARIATES = ("fsm_pct", "eal_pct", "sen_pct", "pupils", "ofsted_grade")
@@ -47,6 +47,25 @@ class CohortSpec(_Strict):
     la_codes: tuple[int, ...] = ()
     role: Literal["any", "lead", "member"] = "any"
     min_pre_years: int = Field(default=2, ge=1)
+    #: What counts as treated (``evaluation.stages.cohort``): "ever_joined" (from the first joining on,
+    #: whatever happens after: intention to treat), "moved" (from a move out of one partnership of the
+    #: studied types into another, compared with schools that stayed), or "in_partnership" (while a
+    #: member: switches on at joining and off at leaving; de Chaisemartin & D'Haultfoeuille only).
+    exposure: Literal["ever_joined", "moved", "in_partnership"] = "ever_joined"
+    #: For ``exposure = "moved"``: movers and stayers must have been in their partnership at least this
+    #: many years before their window starts, so that the effect of having joined it has built up and
+    #: the comparison is moving vs staying, not a joining effect still growing.
+    settled_years: int = Field(default=0, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _default_exposure(self, handler):
+        """A cohort without ``exposure`` dumps (and hashes) exactly as before the option existed."""
+        data = handler(self)
+        if isinstance(data, dict) and self.exposure == "ever_joined":
+            data.pop("exposure", None)
+        if isinstance(data, dict) and self.settled_years == 0:
+            data.pop("settled_years", None)
+        return data
 
     @field_validator("partnership_types")
     @classmethod
@@ -123,6 +142,15 @@ class MatchingSpec(_Strict):
     caliper: float | None = Field(default=0.2, gt=0)
     family_size: int = Field(default=50, ge=2)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _caliper_for_logit_only(cls, data):
+        """The caliper (default 0.2 SD of the logit) applies to logit nearest-neighbour matching: for
+        other methods an unstated caliper is none, as the matcher uses it."""
+        if isinstance(data, dict) and data.get("method", "nearest") != "nearest" and "caliper" not in data:
+            return {**data, "caliper": None}
+        return data
+
     @field_validator("covariates")
     @classmethod
     def _covs(cls, v):
@@ -130,7 +158,7 @@ class MatchingSpec(_Strict):
 
 
 class EstimatorsSpec(_Strict):
-    use: tuple[str, ...] = ESTIMATORS
+    use: tuple[str, ...] = DEFAULT_USE  # chaisemartin_dhaultfoeuille only when named
     primary: str = "callaway_santanna"
 
     @field_validator("use", mode="before")
@@ -156,7 +184,7 @@ class EstimatorsSpec(_Strict):
             raise ValueError(f"primary estimator {self.primary!r} must be one of use = {list(self.use)}")
         if self.primary == "event_study":
             raise ValueError("primary estimator 'event_study' gives effects by year, not one overall effect: choose "
-                             "callaway_santanna, sun_abraham, imputation or twfe")
+                             "callaway_santanna, sun_abraham, imputation, twfe or chaisemartin_dhaultfoeuille")
         return self
 
 
@@ -249,6 +277,22 @@ class Study(_Strict):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", v):
             raise ValueError(f"id must be lower-case letters, digits, '_' or '-', got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _exposure_needs_its_estimator(self):
+        if self.cohort.exposure == "in_partnership" and set(self.estimators.use) != {"chaisemartin_dhaultfoeuille"}:
+            others = sorted(set(self.estimators.use) - {"chaisemartin_dhaultfoeuille"})
+            raise ValueError(
+                "cohort.exposure = 'in_partnership' switches treatment off when a school leaves, which only "
+                "de Chaisemartin & D'Haultfoeuille's estimator allows for: estimators.use must be "
+                f"[\"chaisemartin_dhaultfoeuille\"] (and primary the same); {', '.join(others)} "
+                "assume that joining is for ever (use exposure = 'ever_joined' for them)")
+        if self.cohort.exposure != "moved" and self.cohort.settled_years:
+            raise ValueError("cohort.settled_years applies only to exposure = 'moved'")
+        if self.cohort.exposure == "moved" and set(self.comparison.exclude_types) & set(self.cohort.partnership_types):
+            raise ValueError("cohort.exposure = 'moved' compares movers with schools that stayed in partnerships of "
+                             "the studied types: comparison.exclude_types must not exclude those types")
+        return self
 
     @model_validator(mode="after")
     def _outcome_matches_phase(self):

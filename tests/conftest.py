@@ -51,3 +51,15 @@ def small_store(tmp_path_factory):
     store = Store(root / "impact.duckdb")
     synthesize(store, seed=7, n_schools=3000, out_dir=root / "synthetic", progress=lambda m: None)
     return store
+
+
+@pytest.fixture(scope="session")
+def national_store(tmp_path_factory):
+    """The bundled national panel (20,000 schools, seed 2024), for slow tests."""
+    from evaluation.data.national import synthesize
+    from evaluation.data.store import Store
+
+    root = tmp_path_factory.mktemp("national")
+    store = Store(root / "impact.duckdb")
+    synthesize(store, seed=2024, out_dir=root / "synthetic", progress=lambda m: None)
+    return store

@@ -349,3 +349,141 @@ def test_missing_columns_rows_and_duplicates_are_input_errors():
         chaisemartin_dhaultfoeuille(df, **COLS, switchers="both")
     with pytest.raises(InputError, match="effects must be"):
         chaisemartin_dhaultfoeuille(df, **COLS, effects=0)
+
+
+# --- weights ---------------------------------------------------------------------------------------
+
+def _weighted_panel(seed=41, n=160, T=9):
+    """Switchers in and out, some switching back, 6% of outcomes missing, clusters of 4 units and
+    unequal integer weights 1..5 per unit."""
+    df, _ = switching_panel(n=n, T=T, seed=seed, p_base1=0.35, p_back=0.5, cluster_size=4)
+    rng = np.random.default_rng(seed)
+    df.loc[df.sample(frac=0.06, random_state=seed).index, "y"] = np.nan
+    w = rng.integers(1, 6, n)
+    df["w"] = w[df["u"].to_numpy()]
+    return df
+
+
+def _duplicated(df):
+    """Each unit repeated w times (new unit ids), the copies keeping the original id as ``orig``."""
+    out = df.loc[df.index.repeat(df["w"])].copy()
+    out["copy"] = out.groupby(["u", "t"]).cumcount()
+    out["orig"] = out["u"]
+    out["u"] = out["u"] * 10 + out["copy"]
+    return out.drop(columns=["copy", "w"]).reset_index(drop=True)
+
+
+def _numbers(r):
+    et = r.event_time
+    return np.concatenate([et["estimate"], et["se"], et["normalized"].fillna(0), et["normalized_se"].fillna(0),
+                           [r.overall.estimate, r.overall.se, r.details["placebo_joint_test"]["statistic"]]])
+
+
+def test_unit_weights_give_the_unweighted_numbers_exactly():
+    df = _weighted_panel()
+    df["one"] = 1.0
+    a = chaisemartin_dhaultfoeuille(df, **COLS, effects=4, placebo=3, cluster="c")
+    b = chaisemartin_dhaultfoeuille(df, **COLS, effects=4, placebo=3, cluster="c", weights="one")
+    assert a.event_time.equals(b.event_time)
+    assert a.overall.to_dict() == b.overall.to_dict()
+    assert a.details["placebo_joint_test"] == b.details["placebo_joint_test"]
+    assert a.details["by_direction"] == b.details["by_direction"]
+    assert b.details["weights"] == "one" and a.details["weights"] is None
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_integer_weights_equal_duplicating_each_unit_in_its_own_cluster(coarse):
+    """w_g copies of unit g, the copies sharing g's cluster: DID_l, placebos, normalised effects,
+    delta, the joint placebo test and every SE equal the weighted fit's to 1e-10 (units switch in
+    and out, some back; outcomes missing; weights 1..5)."""
+    df = _weighted_panel()
+    dup = _duplicated(df)
+    assert len(dup) == int(df["w"].sum())
+    kw = {"effects": 4, "placebo": 3}
+    if coarse:  # clusters of 4 original units
+        w = chaisemartin_dhaultfoeuille(df, **COLS, **kw, weights="w", cluster="c")
+        d = chaisemartin_dhaultfoeuille(dup, **COLS, **kw, cluster="c")
+    else:  # each original unit its own cluster
+        w = chaisemartin_dhaultfoeuille(df, **COLS, **kw, weights="w")
+        d = chaisemartin_dhaultfoeuille(dup, **COLS, **kw, cluster="orig")
+    assert w.variance.n_clusters == d.variance.n_clusters
+    assert list(w.event_time["e"]) == list(d.event_time["e"])
+    diff = np.max(np.abs(_numbers(w) - _numbers(d)))
+    assert diff < 1e-10, diff
+    for direction in ("joiners", "leavers"):
+        for a, b in zip(w.details["by_direction"][direction], d.details["by_direction"][direction]):
+            assert a["estimate"] == pytest.approx(b["estimate"], abs=1e-10)
+            assert a["se"] == pytest.approx(b["se"], abs=1e-10)
+    for ell, v in d.details["average_total_effect"]["weights"].items():
+        assert w.details["average_total_effect"]["weights"][ell] == pytest.approx(v, abs=1e-12)
+    # and the weights matter: the unweighted fit differs
+    u = chaisemartin_dhaultfoeuille(df, **COLS, **kw)
+    assert np.max(np.abs(_numbers(u) - _numbers(w))) > 1e-3
+
+
+def test_bad_weights_are_input_errors():
+    df = _weighted_panel(n=40, T=6)
+    for value, match in ((0.0, "greater than 0"), (-1.0, "greater than 0"), (np.nan, "present, finite"),
+                         (np.inf, "finite")):
+        bad = df.copy()
+        bad["w"] = bad["w"].astype(float)
+        bad.loc[7, "w"] = value
+        with pytest.raises(InputError, match=match) as err:
+            chaisemartin_dhaultfoeuille(bad, **COLS, weights="w")
+        p = err.value.problems[0]
+        assert (p.row, p.column) == (8, "w")
+    bad = df.copy()
+    bad["w"] = bad["w"].astype(object)
+    bad.loc[3, "w"] = "heavy"
+    with pytest.raises(InputError, match="weights must be numeric"):
+        chaisemartin_dhaultfoeuille(bad, **COLS, weights="w")
+    bad = df.copy()
+    bad.loc[bad["u"] == 2, "w"] = [1, 1, 1, 2, 2, 2]
+    with pytest.raises(InputError, match="weights must be constant within a unit") as err:
+        chaisemartin_dhaultfoeuille(bad, **COLS, weights="w")
+    assert err.value.problems[0].column == "w" and err.value.problems[0].value == 2
+    with pytest.raises(InputError, match="missing required columns"):
+        chaisemartin_dhaultfoeuille(df, **COLS, weights="nope")
+
+
+# --- oracle: Callaway & Sant'Anna with not-yet-treated comparisons on an absorbing panel ----------
+
+def staggered_panel(n=300, seed=5):
+    """Absorbing staggered joining 2012-2017, never-joiners, a cohort treated from the first year
+    (2010: no untreated year; dCDH's baseline-1 units, dropped by CS) and one after the last
+    (2025: never treated in the panel); effects growing with time since joining; matching-like
+    weights (1 for joiners, 0.25..3 for the others)."""
+    rng = np.random.default_rng(seed)
+    years = np.arange(2010, 2020)
+    cohort = rng.choice([0, 0, 0, 2012, 2013, 2015, 2017, 2010, 2025], n)
+    w = np.where((cohort > 2010) & (cohort < 2025), 1.0, rng.choice([0.25, 0.5, 1.0, 1.5, 3.0], n))
+    g = np.repeat(cohort, len(years))
+    t = np.tile(years, n)
+    D = (g > 0) & (t >= g)
+    y = (np.repeat(rng.normal(size=n), len(years)) + 0.3 * (t - 2010) + D * (1.0 + 0.2 * (t - g))
+         + rng.normal(size=n * len(years)))
+    return pd.DataFrame({"u": np.repeat(np.arange(n), len(years)), "t": t, "y": y, "g": g, "d": D.astype(int),
+                         "w": np.repeat(w, len(years))})
+
+
+@pytest.mark.parametrize("weights", [None, "w"])
+def test_did_l_is_callaway_santanna_with_not_yet_treated_comparisons(weights):
+    """On an absorbing staggered panel DID_{g,l} with not-yet-switched controls is CS's
+    ATT(g, g+l-1) with not-yet-treated controls (cohort > g+l-1 or never) and base period g-1
+    (R did's post-treatment base, varying or universal alike), and DID_l averages them by
+    (weighted) group size as aggte's dynamic aggregation does (pg = mean(w 1{G = g})): DID_l =
+    theta_es(l-1) to rounding, unweighted and with unequal weights. (CS's 'dr' 2x2 with no
+    covariates is the difference of weighted means, which is dCDH's weighted DID_{g,l}.)"""
+    from evaluation.estimators.callaway_santanna import aggte, att_gt
+
+    df = staggered_panel()
+    ours = chaisemartin_dhaultfoeuille(df, y="y", unit="u", time="t", treatment="d", effects=8, weights=weights)
+    gt = att_gt(df, y="y", unit="u", time="t", cohort="g", control="notyet", weights=weights)
+    cs = aggte(gt, "dynamic", min_e=0).event_time.set_index("e")["estimate"]
+    mine = ours.event_time.set_index("e")["estimate"]
+    assert list(mine.index) == list(range(8)) == list(cs.index)  # 2012 joiners: e = 0..7
+    diff = float(np.max(np.abs(mine.to_numpy() - cs.loc[mine.index].to_numpy())))
+    assert diff < 1e-10, diff
+    if weights:  # the weights matter
+        plain_fit = chaisemartin_dhaultfoeuille(df, y="y", unit="u", time="t", treatment="d", effects=8)
+        assert np.max(np.abs(plain_fit.event_time["estimate"] - ours.event_time["estimate"])) > 1e-3

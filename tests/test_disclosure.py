@@ -446,7 +446,7 @@ def test_self_evaluation_names_its_schools_by_design():
 
 # ----------------------------------------------------------------------------- done when: the built book
 
-BOOK_STUDIES = ("mat_sponsored_secondary_ks4", "mat_converter_secondary_ks4")
+BOOK_STUDIES = ("federation_primary_ks2", "federation_primary_ks2_while_members")
 TEXT_SUFFIXES = {".md", ".html", ".csv", ".json", ".txt", ".yml", ".ipynb"}
 SKIP_DIRS = {"_static", "_mathjax", "mathjax", "_sphinx_design_static"}
 

@@ -105,17 +105,6 @@ def test_json_output(tmp_path, run_cli, small_store):
 # ----------------------------------------------------------------------------- slow
 
 
-@pytest.fixture(scope="module")
-def national_store(tmp_path_factory):
-    from evaluation.data.national import synthesize
-    from evaluation.data.store import Store
-
-    root = tmp_path_factory.mktemp("national")
-    store = Store(root / "impact.duckdb")
-    synthesize(store, seed=2024, out_dir=root / "synthetic", progress=lambda m: None)
-    return store
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("study_id", [p.stem for p in sorted(STUDIES.glob("*.toml"))])
 def test_examples_balance_on_the_national_panel(national_store, study_id):

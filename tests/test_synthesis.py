@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,124 @@ def test_studies_without_a_pupil_sd_are_not_pooled(tmp_path):
     text = write_synthesis(results, tmp_path).read_text()
     assert "Not pooled (no pupil-level SD" in text and "Study 2" in text
     assert "\u2014 (no pupil-level SD)" in text
+
+
+# ------------------------------------------------------------------------------ effects by subgroup
+
+
+def subgroup(key, label, n, estimate=None, ci=(None, None), planted=None, withheld=None):
+    row = {"key": key, "label": label, "n_schools": n, "n_partnerships": None if n is None else n // 2,
+           "n_comparison": None if estimate is None else 3 * n, "estimate": estimate,
+           "se": None if estimate is None else (ci[1] - ci[0]) / 3.92, "ci_low": ci[0], "ci_high": ci[1],
+           "p": None if estimate is None else 0.001, "withheld": withheld}
+    if planted is not None or withheld is not None:
+        row["planted"] = planted  # the pipeline stores planted (None when withheld) on synthetic data only
+    return row
+
+
+def subgroup_test(p, keys):
+    return {"statistic": 9.0, "df": len(keys) - 1, "p_value": p, "method": "permutation", "unit": "block",
+            "n_units": 150, "description": "permutation test of equal subgroup effects", "permutations": 199,
+            "failed": 0, "subgroups": list(keys)}
+
+
+def heterogeneity_block(alpha=0.05):
+    """Modelled on mat_sponsored_secondary_ks4_by_trust (trust size rejects), with a characteristic whose test
+    does not reject, one whose test is None (one subgroup withheld by disclosure control) and one with none."""
+    withheld = "fewer than 10 partnership schools: not estimated"
+    return {"estimator": "callaway_santanna", "cluster": "partnership", "alpha": alpha, "permutations": 199,
+            "min_schools": 10, "method": "each subgroup re-estimated", "characteristics": [
+                {"name": "trust_size", "label": "size of the partnership when the school joined", "n_unknown": 0,
+                 "note": None, "test": subgroup_test(0.011, "123"), "subgroups": [
+                     subgroup("1", "1-5 schools", 123, 2.0633, (1.4798, 2.6468), planted=0.464),
+                     subgroup("2", "6-15 schools", 65, 2.4704, (1.7748, 3.1661), planted=1.062),
+                     subgroup("3", "16 or more schools", 79, 3.8216, (3.2392, 4.4041), planted=2.3625)]},
+                {"name": "distance_to_partner", "label": "distance to the nearest partner school", "n_unknown": 36,
+                 "note": None, "test": subgroup_test(0.30, "12"), "subgroups": [
+                     subgroup("1", "under 5 km", 30, 4.0873, (3.1327, 5.0419), planted=2.6775),
+                     subgroup("2", "5-20 km", 110, 2.8753, (2.3373, 3.4133), planted=1.5507)]},
+                {"name": "urban", "label": "urban or rural location", "n_unknown": 0, "test": None,
+                 "note": "fewer than two subgroups could be estimated, so there is no test of a difference",
+                 "subgroups": [subgroup("1", "urban", 240, 2.5, (1.9, 3.1), planted=1.0),
+                               subgroup("2", "rural", None, withheld=withheld)]},
+                {"name": "region", "label": "region", "n_unknown": 267, "test": None, "subgroups": [],
+                 "note": "not known for any analysed partnership school, so there is nothing to compare"},
+            ]}
+
+
+def write_synthesis_text(results, source) -> str:
+    from evaluation.report.synthesis_chapter import write_synthesis
+
+    return write_synthesis(results, source).read_text()
+
+
+def subgroup_text(results, tmp_path) -> str:
+    """The subgroup section, after checking that the whole chapter prints no None or NaN."""
+    text = write_synthesis_text(results, tmp_path)
+    assert not re.search(r"\b(None|nan|NaN)\b", text)
+    return text[text.index("## For whom does it work? Effects by subgroup"):]
+
+
+def test_synthesis_lists_subgroup_effects_and_claims_only_differences_the_test_rejects(tmp_path):
+    results = results_with([0.1, 0.3, 0.2], [0.05, 0.1, 0.08])
+    results[0]["study"]["title"] = "Sponsored by trust"
+    results[0]["heterogeneity"] = heterogeneity_block()
+    results[0]["synthetic_truth"] = {"effect": 1.0}
+    full = write_synthesis_text(results, tmp_path)  # after the meta-regression
+    assert full.index("## Does the effect differ by kind of partnership?") < full.index("## For whom does it work?")
+    text = subgroup_text(results, tmp_path)
+    lines = text.splitlines()
+    ref = "{ref}`Sponsored by trust <study-s0>`"
+    first = next(line for line in lines if "1-5 schools" in line)
+    assert first.startswith(f"| {ref} | points | Size of the partnership when the school joined | 1-5 schools | 123 |")
+    assert "| 2.06 (1.48 to 2.65) | 0.011 | 0.46 |" in first
+    assert "| 6-15 schools | 65 | 2.47 (1.77 to 3.17) |  | 1.06 |" in text
+    assert "| 16 or more schools | 79 | 3.82 (3.24 to 4.40) |  | 2.36 |" in text
+    assert "| Distance to the nearest partner school | Under 5 km | 30 | 4.09 (3.13 to 5.04) | 0.300 | 2.68 |" in text
+    # Withheld by disclosure control: words, not numbers (and no planted effect for it).
+    assert "| Rural | suppressed | fewer than 10 partnership schools: not estimated |  | \u2014 |" in text
+    assert "| Region | \u2014 | \u2014 | not known for any analysed partnership school" in text
+    assert "Effect (95% CI)" in text and "Planted effect (synthetic data)" in text
+    words = text[text.index("**In words.**"):]
+    assert f"- {ref}:" in words and "Study 1" not in words  # only studies that asked for subgroups
+    # Rejected at alpha (p = 0.011 < 0.05): the difference is claimed, with the multiple-testing caution.
+    assert ("The effect differs by size of the partnership when the school joined (p = 0.011): it was 3.82 points "
+            "for 16 or more schools and 2.06 for 1-5 schools.") in words
+    assert "With 2 characteristics tested, one such difference could arise by chance" in words
+    # Not rejected (p = 0.30): no difference claimed, though the estimates differ by more than a point.
+    assert "The data do not show that the effect differs by distance to the nearest partner school (p = 0.300)" in words
+    assert "The effect differs by distance" not in words
+    assert "cannot compare schools by urban or rural location: fewer than two subgroups could be estimated" in words
+    assert "cannot compare schools by region: not known for any analysed partnership school" in words
+    assert words.count("The effect differs by") == 1
+
+
+def test_subgroup_planted_column_only_on_synthetic_data_and_levels_per_study(tmp_path):
+    results = results_with([0.1, 0.3], [0.05, 0.1])
+    results[0]["heterogeneity"] = heterogeneity_block()  # rows carry planted, but the study is not synthetic
+    text = subgroup_text(results, tmp_path)
+    assert "Planted" not in text and "| 2.06 (1.48 to 2.65) | 0.011 |" in text
+    results[1]["heterogeneity"] = heterogeneity_block(alpha=0.10)  # two levels: each cell says its own
+    (tmp_path / "two").mkdir()
+    text = subgroup_text(results, tmp_path / "two")
+    assert "| Effect (CI) |" in text and "(95% CI 1.48 to 2.65)" in text and "(90% CI 1.48 to 2.65)" in text
+    # At alpha 0.10 the distance test (p = 0.30) still does not reject; trust size (p = 0.011) does in both.
+    assert text.count("The effect differs by size of the partnership") == 2
+    assert "The effect differs by distance" not in text
+
+
+def test_one_study_with_subgroups_still_shows_them(tmp_path):
+    results = results_with([0.1], [0.05])
+    results[0]["heterogeneity"] = heterogeneity_block()
+    text = subgroup_text(results, tmp_path)
+    assert "nothing to pool" in write_synthesis_text(results, tmp_path)
+    assert "| 1-5 schools | 123 | 2.06 (1.48 to 2.65) | 0.011 |" in text
+
+
+def test_synthesis_without_subgroups_says_none_was_asked_and_how_to_ask(tmp_path):
+    for k, source in ((3, tmp_path / "three"), (1, tmp_path / "one")):
+        source.mkdir()
+        text = subgroup_text(results_with([0.1, 0.3, 0.2][:k], [0.05, 0.1, 0.08][:k]), source)
+        assert "No study in this book has asked for effects by subgroup yet" in text
+        assert "`[heterogeneity]` with `by = [...]`" in text and '`"trust_size"`' in text
+        assert "|" not in text and "In words" not in text

@@ -2,7 +2,9 @@
 
 Estimators: ``twfe`` (static two-way fixed effects), ``event-study`` (dynamic TWFE),
 ``callaway-santanna`` (Callaway & Sant'Anna 2021, R did numbers), ``sun-abraham`` (Sun &
-Abraham 2021, fixest sunab numbers) and ``imputation`` (Borusyak, Jaravel & Spiess 2024).
+Abraham 2021, fixest sunab numbers), ``imputation`` (Borusyak, Jaravel & Spiess 2024) and
+``chaisemartin-dhaultfoeuille`` (de Chaisemartin & D'Haultfoeuille 2024, DID_l with not-yet-switched
+comparisons; every effect and placebo the panel identifies; the headline is the average total effect).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ _FUNCTIONS = {
     "callaway_santanna": ("evaluation.estimators.callaway_santanna", "att_gt"),
     "sun_abraham": ("evaluation.estimators.sun_abraham", "sun_abraham"),
     "imputation": ("evaluation.estimators.imputation", "imputation_did"),
+    "chaisemartin_dhaultfoeuille": ("evaluation.estimators.chaisemartin", "chaisemartin_from_cohort"),
 }
 #: --estimator choice (the command-line spelling of each name) -> (module, function).
 ESTIMATORS = {cli_spelling(name): _FUNCTIONS[name] for name in ESTIMATOR_NAMES}
@@ -38,7 +41,7 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "estimate",
         help="difference-in-differences with staggered adoption (TWFE, event study, "
-        "Callaway-Sant'Anna, Sun-Abraham, imputation)",
+        "Callaway-Sant'Anna, Sun-Abraham, imputation, de Chaisemartin-D'Haultfoeuille)",
         description="Estimate the effect of joining a partnership from a long panel (one row per "
         "unit and period). --cohort holds the first treated period (0 or empty = never treated).",
     )

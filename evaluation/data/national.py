@@ -19,7 +19,7 @@ from evaluation.data.synthetic import DEFAULT_SCHOOLS, SyntheticPanel, generate
 from evaluation.data.validate import read_raw, validate
 
 INPUT_TABLES = ("schools", "partnerships", "memberships", "school_years")
-TRUTH_TABLES = ("truth_effects", "truth_cohorts")
+TRUTH_TABLES = ("truth_effects", "truth_cohorts", "truth_moves")
 
 
 def write_panel(panel: SyntheticPanel, out_dir: str | Path) -> dict[str, Path]:

@@ -11,15 +11,20 @@ def load_study_data(store: Store, study: Study) -> StudyData:
     """Schools, partnerships, memberships and the school_years columns the study uses,
     with schema dtypes; the synthetic truth table if the store has one."""
     columns = ["urn", "year", study.outcome.name, *CONTEXT_COVARIATES]
-    truth = None
-    if "truth_effects" in store.tables():
+    truth = truth_moves = None
+    tables = store.tables()
+    if "truth_effects" in tables:
         truth = store.read_extra("truth_effects")
         truth = truth[["urn", "year", "partnership_id", f"effect_{study.outcome.name}"]].copy()
+    if "truth_moves" in tables and study.cohort.exposure == "moved":
+        truth_moves = store.read_extra("truth_moves")
+        truth_moves = truth_moves[["urn", "year", "partnership_id", f"effect_{study.outcome.name}"]].copy()
     return StudyData(
         schools=store.read_table("schools"),
         partnerships=store.read_table("partnerships"),
         memberships=store.read_table("memberships"),
         school_years=store.read_table("school_years", columns=columns),
         truth=truth,
+        truth_moves=truth_moves,
         fingerprint=store.fingerprint(),
     )

@@ -13,15 +13,23 @@ It is honest about what makes real evaluation hard:
   biased upwards (mean reversion after the dip); tests/test_synthetic.py checks both;
 * effects differ by partnership type and grow with years of membership, so a
   naive two-way fixed-effects regression is biased under staggered joining;
-* schools open, close, leave or move trust (re-brokering), alliances close (2021);
+* effects of multi-academy trusts differ by the trust's size on the school's joining date and
+  by the distance to the school's nearest partner school then (``SIZE_FACTORS``,
+  ``DISTANCE_FACTORS``; the definitions of ``evaluation.data.partnership_attributes``, which
+  the heterogeneity stage uses too), so a study's subgroups can be checked against the truth;
+* schools open, close, leave or move trust (re-brokering: a sponsored academy that has been
+  in its trust 4+ years moves to another sponsor-led trust, weaker schools more often); the
+  new trust's effect replaces the old one's, and ``truth_moves`` holds the effect of moving
+  against staying (the old trust's effect continued); alliances close (2021);
 * small cohorts are noisy and their results suppressed (SUPP), some progress
   scores have low coverage (LOWCOV), some values are not published (NP/x).
 
 Model. A school's latent quality in year t is
     q0_it = alpha_i + beta_i (t - 2017) + u_it,   u_it = rho u_i,t-1 + e_it  (AR(1))
 in units of the between-school SD of alpha. Membership m adds tau_m(e) with e the
-years since first exposure (``calendar.first_exposed_year``); effects add across
-concurrent memberships. Each outcome is y = clip(mu_t + lambda * q + noise), the
+years since first exposure (``calendar.first_exposed_year``), times the membership's
+size and distance factors for multi-academy trusts; effects add across concurrent
+memberships and end when the membership ends. Each outcome is y = clip(mu_t + lambda * q + noise), the
 noise shrinking with the cohort size n as a pupil-level SD / sqrt(n). The truth
 tables hold, per school-year and membership, the realised effect on every outcome,
 y(q0 + tau) - y(q0) with the same noise, before rounding for publication.
@@ -38,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.data.calendar import first_exposed_year, last_exposed_year
+from evaluation.data.partnership_attributes import DISTANCE_BINS_KM, TRUST_SIZE_BINS, bin_index, partner_context
 
 FIRST_YEAR, LAST_YEAR = 2010, 2024
 YEARS = np.arange(FIRST_YEAR, LAST_YEAR + 1)
@@ -63,6 +72,7 @@ REGIONS = [
 EFFECTS = {
     ("multi_academy_trust", "sponsor"): (0.25, 4),
     ("multi_academy_trust", "converter"): (0.04, 3),
+    ("multi_academy_trust", "rebrokered"): (0.40, 2),  # the trust a sponsored academy moved to
     ("federation_hard", ""): (0.12, 3),
     ("federation_soft", ""): (0.04, 3),
     ("teaching_school_alliance", "member"): (0.05, 2),
@@ -71,6 +81,17 @@ EFFECTS = {
     ("collaborative_partnership", ""): (0.03, 2),
     ("informal_cluster", ""): (0.0, 2),
 }
+
+
+# Planted heterogeneity (issue 14): a sponsored or converter trust membership's effect is
+# multiplied by the factor of the trust's size on the joining date and the factor of the
+# distance to the nearest partner school then (bins of evaluation.data.partnership_attributes:
+# sizes 1-5, 6-15, 16+ schools; distances < 5, 5-20, 20+ km; no partner: factor 1).
+SIZE_FACTORS = (0.5, 1.0, 1.8)
+DISTANCE_FACTORS = (1.5, 1.0, 0.5)
+HETEROGENEOUS_KINDS = (("multi_academy_trust", "sponsor"), ("multi_academy_trust", "converter"))
+REBROKER_RATE = 0.03  # yearly share of sponsored academies 4+ years in their trust that move
+REBROKER_MIN_YEARS = 4
 
 
 def true_effect(kind: tuple[str, str], event_time: np.ndarray, effects: dict | None = None) -> np.ndarray:
@@ -146,12 +167,13 @@ class SyntheticPanel:
     school_years: pd.DataFrame
     truth_effects: pd.DataFrame
     truth_cohorts: pd.DataFrame
+    truth_moves: pd.DataFrame
     meta: dict = field(default_factory=dict)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"schools": self.schools, "partnerships": self.partnerships, "memberships": self.memberships,
                 "school_years": self.school_years, "truth_effects": self.truth_effects,
-                "truth_cohorts": self.truth_cohorts}
+                "truth_cohorts": self.truth_cohorts, "truth_moves": self.truth_moves}
 
 
 def _gumbel_top_k(rng: np.random.Generator, log_w: np.ndarray, k: int) -> np.ndarray:
@@ -267,7 +289,7 @@ class _Builder:
 
     def _join(self, school: int, pid: int, joined: pd.Timestamp, role: str, kind: tuple[str, str]) -> None:
         self.memberships.append({"school": school, "pid": pid, "joined": joined, "left": pd.NaT, "role": role,
-                                 "kind": kind})
+                                 "kind": kind, "moved_from": -1})
 
     def _join_date(self, year: int) -> pd.Timestamp:
         """A join date whose first exposed academic year is ``year``."""
@@ -301,7 +323,8 @@ class _Builder:
             self._assign_trusts(new, year, sponsor=False, at_opening=True)
             self._rebroker(year)
 
-    def _assign_trusts(self, schools: np.ndarray, year: int, sponsor: bool, at_opening: bool = False) -> None:
+    def _assign_trusts(self, schools: np.ndarray, year: int, sponsor: bool, at_opening: bool = False,
+                       avoid: int = -1) -> None:
         rng = self.rng
         key = "sponsor" if sponsor else "converter"
         pool = getattr(self, f"_{key}_pool", None)
@@ -310,7 +333,7 @@ class _Builder:
             setattr(self, f"_{key}_pool", pool)
         for s in schools:
             area = self.region[s] if sponsor else self.la[s]
-            trusts = pool.setdefault(area, [])
+            trusts = [tr for tr in pool.setdefault(area, []) if tr[0] != avoid]
             p_new = 0.2 if sponsor else 0.25
             joined = (pd.Timestamp(year - 1, 9, 1) if at_opening else self._join_date(year))
             if not trusts or rng.random() < p_new:
@@ -318,7 +341,8 @@ class _Builder:
                 pid = self._new_partnership("multi_academy_trust",
                                             f"{word} {'Academies' if sponsor else 'Learning'} Trust {len(self.partnerships) + 1}",
                                             joined - pd.Timedelta(days=int(rng.integers(30, 200))), sponsor)
-                trusts.append([pid, 0])
+                pool[area].append([pid, 0])
+                trusts = pool[area]
                 role = "lead"
             else:
                 sizes = np.array([tr[1] + 1.0 for tr in trusts])
@@ -332,18 +356,28 @@ class _Builder:
             self.in_mat[s] = len(self.memberships) - 1
 
     def _rebroker(self, year: int) -> None:
-        """Some sponsored academies move trust after 3+ years: one membership ends, another starts."""
+        """Sponsored academies 4+ years in their trust move to another sponsor-led trust
+        (``REBROKER_RATE`` a year, weaker schools more often: selection on the permanent level,
+        which a difference-in-differences removes): the old membership ends on 31 August, the
+        new one starts the next day with the kind ``rebrokered``."""
         rng = self.rng
-        members = np.flatnonzero(self.in_mat >= 0)
-        for s in members[rng.random(len(members)) < 0.015]:
-            m = self.memberships[self.in_mat[s]]
-            if m["kind"] != ("multi_academy_trust", "sponsor") or not self.open_in(year)[s]:
-                continue
-            if year - int(first_exposed_year([m["joined"]])[0]) < 3:
-                continue
-            m["left"] = pd.Timestamp(year - 1, 8, 31)
+        open_now = self.open_in(year)
+        members = np.flatnonzero((self.in_mat >= 0) & open_now)
+        sponsored = np.array([self.memberships[self.in_mat[s]]["kind"][1] in ("sponsor", "rebrokered")
+                              for s in members], dtype=bool)
+        cand = members[sponsored]
+        joined = pd.DatetimeIndex([self.memberships[self.in_mat[s]]["joined"] for s in cand])
+        cand = cand[year - np.asarray(first_exposed_year(joined), dtype=np.int64) >= REBROKER_MIN_YEARS]
+        chosen = cand[_gumbel_top_k(rng, -0.5 * self.alpha[cand], rng.binomial(len(cand), REBROKER_RATE))]
+        for s in chosen:
+            old = int(self.in_mat[s])
+            self.memberships[old]["left"] = pd.Timestamp(year - 1, 8, 31)
             self.in_mat[s] = -1
-            self._assign_trusts(np.array([s]), year, sponsor=True)
+            self._assign_trusts(np.array([s]), year, sponsor=True, avoid=self.memberships[old]["pid"])
+            new = self.memberships[-1]
+            new["joined"] = pd.Timestamp(year - 1, 9, 1)
+            new["kind"] = ("multi_academy_trust", "rebrokered")
+            new["moved_from"] = old
 
     def form_groups(self) -> None:
         """Federations, alliances, umbrella trusts, collaborative partnerships, informal clusters."""
@@ -442,6 +476,7 @@ class _Builder:
     # ------------------------------------------------------------------ tables
     def finish_memberships(self) -> pd.DataFrame:
         m = pd.DataFrame(self.memberships)
+        m["mid"] = np.arange(len(m))  # the builder's index, which ``moved_from`` refers to
         school = m["school"].to_numpy()
         # a school that closes leaves at closure
         close_date = pd.to_datetime([f"{y}-08-31" for y in self.last_year[school]])
@@ -454,23 +489,78 @@ class _Builder:
         keep = m["joined"] <= pd.Series(close_date).where(closes, pd.Timestamp(2099, 1, 1)).to_numpy()
         return m[keep].reset_index(drop=True)
 
-    def effects(self, m: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-        """Latent effect per school-year (n x years) and per membership-year rows."""
+    def factors(self, m: pd.DataFrame) -> np.ndarray:
+        """Each membership's effect multiplier: size factor x distance factor for the kinds in
+        ``HETEROGENEOUS_KINDS`` (1 otherwise), from the published memberships and coordinates."""
+        factor = np.ones(len(m))
+        het = m["kind"].isin(HETEROGENEOUS_KINDS).to_numpy()
+        if not het.any():
+            return factor
+        published = pd.DataFrame({"urn": self.urn[m["school"].to_numpy()], "partnership_id": m["pid"].to_numpy(),
+                                  "joined": m["joined"].to_numpy(), "left": m["left"].to_numpy()})
+        coords = pd.DataFrame({"easting": self.easting.astype(np.int64).astype(float),
+                               "northing": self.northing.astype(np.int64).astype(float)}, index=self.urn)
+        size, dist = partner_context(published, published[het], coords)
+        sf = np.array([SIZE_FACTORS[bin_index(v, TRUST_SIZE_BINS)] for v in size])
+        df = np.array([1.0 if (k := bin_index(v, DISTANCE_BINS_KM)) is None else DISTANCE_FACTORS[k] for v in dist])
+        factor[het] = sf * df
+        return factor
+
+    def effects(self, m: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, pd.DataFrame]:
+        """Latent effect per school-year (n x years), per membership-year rows, the latent effect
+        had no school moved trust (n x years) and one row per school-year after a move."""
         n_y = len(YEARS)
         tau = np.zeros((self.n, n_y))
-        rows = []
+        years = YEARS[None, :]
+        factor = self.factors(m)
+        rows, eff_of = [], {}
         for kind, grp in m.groupby("kind", sort=True):
-            years = YEARS[None, :]
             first = grp["first_year"].to_numpy()[:, None]
             last = grp["last_year"].to_numpy()[:, None]
             e = years - first
             active = (e >= 0) & (years <= last)
-            eff = np.where(active, true_effect(kind, e, self.effect_sizes), 0.0)
+            eff = np.where(active, factor[grp.index.to_numpy()][:, None] * true_effect(kind, e, self.effect_sizes), 0.0)
             np.add.at(tau, grp["school"].to_numpy(), eff)
+            eff_of.update(zip(grp.index.to_numpy(), eff))
             r, c = np.nonzero(active)
             rows.append(pd.DataFrame({"membership": grp.index.to_numpy()[r], "year": YEARS[c],
                                       "event_time": e[r, c], "effect_latent": eff[r, c]}))
-        return tau, pd.concat(rows, ignore_index=True)
+        tau_stay, moves = self._had_they_stayed(m, tau, factor, eff_of)
+        return tau, pd.concat(rows, ignore_index=True), tau_stay, moves
+
+    def _had_they_stayed(self, m, tau, factor, eff_of):
+        """The counterfactual of re-brokerage: from a school's first move on, the effects of the
+        trusts it moved to are replaced by its original trust's effect continued (as if it had
+        stayed until the last year of its last trust membership)."""
+        tau_stay = tau.copy()
+        row_of = dict(zip(m["mid"].to_numpy(), m.index.to_numpy()))
+        moves = []
+        moved = m[m["moved_from"] >= 0]
+        firsts = moved[~moved["moved_from"].isin(moved["mid"])]  # first moves (not a move out of a moved-to trust)
+        for j, mv in firsts.iterrows():
+            root = row_of.get(int(mv["moved_from"]))
+            if root is None:
+                continue
+            chain = [j]
+            while True:  # later moves of the same school
+                nxt = m.index[(m["moved_from"] == m.loc[chain[-1], "mid"])]
+                if not len(nxt):
+                    break
+                chain.append(int(nxt[0]))
+            school = int(mv["school"])
+            g = int(mv["first_year"])
+            last = int(m.loc[chain, "last_year"].max())
+            cols = (YEARS >= g) & (YEARS <= last)
+            if not cols.any():
+                continue
+            r = m.loc[root]
+            stayed = factor[root] * true_effect(r["kind"], YEARS - int(r["first_year"]), self.effect_sizes)
+            for k in chain:
+                tau_stay[school] -= eff_of[k]
+            tau_stay[school, cols] += stayed[cols]
+            moves.append({"school": school, "cohort": g, "last_year": last, "from_pid": int(r["pid"]),
+                          "to_pid": int(mv["pid"])})
+        return tau_stay, pd.DataFrame(moves, columns=["school", "cohort", "last_year", "from_pid", "to_pid"])
 
 
 def _sponsor_rate(year: int, secondary: bool) -> float:
@@ -504,11 +594,12 @@ def generate(seed: int = 2024, n_schools: int = DEFAULT_SCHOOLS, covid_gap: bool
     b.form_trusts()
     b.form_groups()
     m = b.finish_memberships()
-    tau, mem_years = b.effects(m)
-    return _assemble(b, m, tau, mem_years)
+    tau, mem_years, tau_stay, moves = b.effects(m)
+    return _assemble(b, m, tau, mem_years, tau_stay, moves)
 
 
-def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataFrame) -> SyntheticPanel:
+def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataFrame, tau_stay: np.ndarray,
+              moves: pd.DataFrame) -> SyntheticPanel:
     rng = b.rng
     n = b.n
     col = YEARS - 2008  # columns of u/q0/grade for 2010..2024
@@ -536,8 +627,9 @@ def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataF
     # outcomes: the same noise for the treated and untreated potential outcome
     q_untreated = q0[si, yi]
     q_treated = q_untreated + tau[si, yi]
+    q_stayed = q_untreated + tau_stay[si, yi]
     safe_n = np.maximum(cohort, 1)
-    y0_all, eff_all = {}, {}
+    y0_all, eff_all, move_all = {}, {}, {}
     for out in OUTCOMES:
         applies = ~secondary if out.phase == "primary" else secondary
         mean = np.array([out.means[y] for y in years])
@@ -549,22 +641,29 @@ def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataF
         noise = rng.normal(0, 1, len(si)) * noise_sd
         y0 = np.clip(mean + out.loading * q_untreated + noise, out.lo, out.hi)
         y1 = np.clip(mean + out.loading * q_treated + noise, out.lo, out.hi)
+        ys = np.clip(mean + out.loading * q_stayed + noise, out.lo, out.hi)
         y0_all[out.name] = np.where(applies, y0, np.nan)
         eff_all[out.name] = np.where(applies, y1 - y0, np.nan)
+        move_all[out.name] = np.where(applies, y1 - ys, np.nan)
         frame[out.name] = np.where(applies, np.round(y1, out.decimals), np.nan)
     sy = pd.DataFrame(frame)
     text = _with_markers(b, sy, secondary, cohort)
 
     truth = _truth_effects(b, m, mem_years, tau, eff_all, si, yi, alive)
     cohorts = _truth_cohorts(truth)
+    truth_moves = _truth_moves(b, moves, tau, tau_stay, move_all, si, yi)
     schools = _schools_table(b, m)
     partnerships, memberships = _partnership_tables(b, m)
     meta = {"seed": None, "n_schools": n, "years": [FIRST_YEAR, LAST_YEAR], "covid_gap": b.covid_gap,
             "effects": {f"{t}:{k}" if k else t: {"full": f, "ramp_years": r}
                         for (t, k), (f, r) in b.effect_sizes.items()},
             "rho": RHO, "sd_transitory": SD_U, "pupil_sd": {o.name: o.pupil_sd for o in OUTCOMES},
-            "loading": {o.name: o.loading for o in OUTCOMES}}
-    return SyntheticPanel(schools, partnerships, memberships, text, truth, cohorts, meta)
+            "loading": {o.name: o.loading for o in OUTCOMES},
+            "heterogeneity": {"kinds": [":".join(k) for k in HETEROGENEOUS_KINDS],
+                              "trust_size": {w: f for (_, _, w), f in zip(TRUST_SIZE_BINS, SIZE_FACTORS)},
+                              "distance_to_partner": {w: f for (_, _, w), f in zip(DISTANCE_BINS_KM, DISTANCE_FACTORS)}},
+            "rebrokerage": {"rate": REBROKER_RATE, "min_years_in_trust": REBROKER_MIN_YEARS}}
+    return SyntheticPanel(schools, partnerships, memberships, text, truth, cohorts, truth_moves, meta)
 
 
 def _with_markers(b: _Builder, sy: pd.DataFrame, secondary: np.ndarray, cohort: np.ndarray) -> pd.DataFrame:
@@ -635,6 +734,34 @@ def _truth_effects(b, m, mem_years, tau, eff_all, si, yi, alive) -> pd.DataFrame
     for name, eff in eff_all.items():
         out[f"effect_{name}"] = eff[row] * share
     return out.sort_values(["urn", "year", "partnership_id"], kind="stable").reset_index(drop=True)
+
+
+def _truth_moves(b, moves, tau, tau_stay, move_all, si, yi) -> pd.DataFrame:
+    """Per school-year after a school's first move of trust: the effect of having moved rather
+    than stayed in its original trust (latent and on every outcome, the same noise)."""
+    index_of = -np.ones((b.n, len(YEARS)), dtype=np.int64)
+    index_of[si, yi] = np.arange(len(si))
+    parts = []
+    for mv in moves.itertuples(index=False):
+        cols = np.flatnonzero((YEARS >= mv.cohort) & (YEARS <= mv.last_year))
+        rows = index_of[mv.school, cols]
+        keep = rows >= 0
+        cols, rows = cols[keep], rows[keep]
+        if not len(cols):
+            continue
+        part = {"urn": b.urn[mv.school], "year": YEARS[cols], "partnership_id": _pid_labels([mv.to_pid])[0],
+                "moved_from": _pid_labels([mv.from_pid])[0],
+                "phase": "secondary" if b.secondary[mv.school] else "primary", "cohort": mv.cohort,
+                "event_time": YEARS[cols] - mv.cohort,
+                "effect_latent": tau[mv.school, cols] - tau_stay[mv.school, cols]}
+        for name, eff in move_all.items():
+            part[f"effect_{name}"] = eff[rows]
+        parts.append(pd.DataFrame(part))
+    columns = ["urn", "year", "partnership_id", "moved_from", "phase", "cohort", "event_time", "effect_latent",
+               *(f"effect_{name}" for name in move_all)]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns].sort_values(["urn", "year"], kind="stable").reset_index(drop=True)
 
 
 def _truth_cohorts(truth: pd.DataFrame) -> pd.DataFrame:

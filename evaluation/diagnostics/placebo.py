@@ -128,7 +128,10 @@ def _placebo_at(study: Study, data: StudyData, cohort: Cohort, spec: EstimationS
     real = cohort.treated[cohort.treated["g"].isin(gs)]
     fake = Cohort(real.assign(g=real["g"] - k).reset_index(drop=True), cohort.pool, list(cohort.notes))
     say(f"placebo k={k}: cohorts {[g - k for g in gs]} (window {[lo_k, k - 1]})")
-    matched = match_cohorts(study_k, data, fake, say)
+    try:
+        matched = match_cohorts(study_k, data, fake, say)
+    except InputError as err:  # e.g. no school has the pre-years the matching needs at the placebo date
+        return f"k={k}: no partnership school could be matched at the placebo date ({err.render()})"
     panel = analysis_panel(study_k, data, fake, matched)
     notes = [f"cohorts {sorted(set(cohort.cohorts) - set(gs))} left out: too few years of data before "
              f"the placebo date"] if len(gs) < len(cohort.cohorts) else []
@@ -138,6 +141,8 @@ def _placebo_at(study: Study, data: StudyData, cohort: Cohort, spec: EstimationS
         notes.append(f"{int(after.sum())} partnership school-years from the real joining year on stay in the "
                      f"panel only for group-time cells after the placebo window, which the estimate does not "
                      f"aggregate")
+    elif "treatment" in panel:  # a switching treatment needs every year: the outcomes are hidden instead
+        panel = panel.assign(y=panel["y"].where(~after))
     else:
         panel = panel[~after].reset_index(drop=True)
     n_t = int(panel.loc[panel["cohort"] > 0, "urn"].nunique())

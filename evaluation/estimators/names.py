@@ -5,7 +5,13 @@ Constants only, so that every layer (study definitions, CLI, registry, book) can
 from __future__ import annotations
 
 #: Canonical names of the study estimators, in the order the book lists them.
-ESTIMATOR_NAMES: tuple[str, ...] = ("twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation")
+ESTIMATOR_NAMES: tuple[str, ...] = ("twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation",
+                                    "chaisemartin_dhaultfoeuille")
+
+#: The estimators a study uses when its definition does not list them (``[estimators] use``). de
+#: Chaisemartin & D'Haultfoeuille is opt-in: a study names it, so studies that do not keep their
+#: definition (spec hash) and their results.
+DEFAULT_USE: tuple[str, ...] = ("twfe", "event_study", "callaway_santanna", "sun_abraham", "imputation")
 
 #: Table titles (the book), including the self-evaluation's synthetic control.
 TITLES = {
@@ -14,12 +20,14 @@ TITLES = {
     "callaway_santanna": "Callaway & Sant'Anna (2021)",
     "sun_abraham": "Sun & Abraham (2021)",
     "imputation": "Imputation (Borusyak, Jaravel & Spiess 2024)",
+    "chaisemartin_dhaultfoeuille": "de Chaisemartin & D'Haultfoeuille (2024)",
     "synthetic_control": "Synthetic control",
 }
 
 #: Short names for sentences (checks, summaries).
 SHORT = {"callaway_santanna": "Callaway & Sant'Anna", "event_study": "TWFE event study",
-         "sun_abraham": "Sun & Abraham", "imputation": "imputation (Borusyak et al.)", "twfe": "TWFE"}
+         "sun_abraham": "Sun & Abraham", "imputation": "imputation (Borusyak et al.)", "twfe": "TWFE",
+         "chaisemartin_dhaultfoeuille": "de Chaisemartin & D'Haultfoeuille"}
 
 
 def cli_spelling(name: str) -> str:

@@ -8,6 +8,10 @@ pure policy that picks, per estimator and number of treated partnerships (cluste
 the table shows covering within [0.93, 0.97] in every calibrated design; its reason quotes the
 table. :func:`headline_interval` applies the choice to an already-fitted estimator.
 
+A study estimator the table has no design for (:data:`UNCALIBRATED`, e.g. de Chaisemartin &
+D'Haultfoeuille) has no policy: as primary, its headline is the estimator's own analytic
+interval, unchanged, and the choice says so (``calibrated`` False, a ``flag`` the book prints).
+
 The snapshot of the table the policy quotes is :data:`CALIBRATION` (coverage per method and
 number of treated clusters, the lower of the two effect designs); ``tests/test_headline_inference``
 checks it against ``benchmarks/coverage_results.json`` when that file is present, and its slow
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.errors import InputError, problem
+from evaluation.estimators.names import ESTIMATOR_NAMES, SHORT
 from evaluation.inference.candidates import DEFAULT_COLUMNS, interval, treated_clusters
 
 __all__ = ["InferenceChoice", "HeadlineInterval", "choose_inference", "headline_interval",
@@ -98,6 +103,10 @@ _LABEL = {
 _DEFAULT = {"callaway_santanna": "analytic", "sun_abraham": "crv1", "imputation": "bjs",
             "twfe": "crv1"}
 
+#: Study estimators that can be primary but have no design in the calibration table: their headline
+#: is their own analytic interval (method "<estimator>:own"), flagged as not calibrated.
+UNCALIBRATED = tuple(n for n in ESTIMATOR_NAMES if n not in POLICY and n != "event_study")
+
 
 @dataclass(frozen=True)
 class InferenceChoice:
@@ -135,7 +144,7 @@ def _bracket(n_treated: int) -> list[int]:
 def choose_inference(estimator: str, n_treated_clusters: int, n_clusters: int) -> InferenceChoice:
     """The headline inference for ``estimator`` with ``n_treated_clusters`` treated partnerships
     among ``n_clusters`` clusters in all (pure; the thresholds are :data:`POLICY`)."""
-    if estimator not in POLICY:
+    if estimator not in POLICY and estimator not in UNCALIBRATED:
         raise InputError(problem(f"a primary estimator with a calibrated headline interval: "
                                  f"{', '.join(POLICY)}", value=estimator))
     for name, v in (("n_treated_clusters", n_treated_clusters), ("n_clusters", n_clusters)):
@@ -148,6 +157,8 @@ def choose_inference(estimator: str, n_treated_clusters: int, n_clusters: int) -
     if G < G1 + 1:
         raise InputError(problem("n_clusters counts every cluster, treated and comparison, so "
                                  "it must exceed n_treated_clusters", value=G))
+    if estimator in UNCALIBRATED:
+        return _uncalibrated(estimator, G1, G)
     method = next(m for lo, m in reversed(POLICY[estimator]) if G1 >= lo)
     row = f"{estimator}:{method}"
     brackets = _bracket(G1)
@@ -180,6 +191,23 @@ def choose_inference(estimator: str, n_treated_clusters: int, n_clusters: int) -
                      f"{CALIBRATED_COMPARISONS} singleton comparison schools")
     return InferenceChoice(estimator, row, G1, G, reason, calibrated and not flags,
                            "; ".join(flags) or None)
+
+
+def _uncalibrated(estimator: str, G1: int, G: int) -> InferenceChoice:
+    """The choice for a primary estimator the calibration table does not cover: its own interval."""
+    name = SHORT.get(estimator, estimator)
+    reason = (f"the calibration table ({SOURCE}) has no design for the {name} estimator, so no "
+              f"interval is chosen for it: the headline is the estimator's own analytic interval, as "
+              f"fitted, with {G1} treated partnerships ({G} clusters in all)")
+    flags = [(f"the coverage of the {name} estimator's own interval has not been measured on designs like "
+              f"this one (the calibration table covers {', '.join(SHORT.get(k, k) for k in POLICY)} only); "
+              "treat the interval as indicative")]
+    if G1 < CALIBRATED_TREATED[0]:
+        g0 = CALIBRATED_TREATED[0]
+        flags.append(f"only {G1} treated partnerships, fewer than the smallest calibrated design ({g0}), where "
+                     f"the analytic intervals of Callaway & Sant'Anna and Sun & Abraham cover only "
+                     f"{_cov('callaway_santanna:analytic', g0):.3f} and {_cov('sun_abraham:crv1', g0):.3f}")
+    return InferenceChoice(estimator, f"{estimator}:own", G1, G, reason, False, "; ".join(flags))
 
 
 @dataclass(frozen=True)
@@ -260,6 +288,19 @@ def headline_interval(panel: pd.DataFrame, estimator: str, result, *, alpha: flo
     if choice.estimator != estimator:
         raise InputError(problem(f"an inference choice for {estimator}", value=choice.method))
     method = choice.method.split(":", 1)[1]
+    if method == "own":  # no calibrated method: the fitted estimator's own interval, unchanged
+        ov = getattr(result, "overall", None)
+        if ov is None:
+            raise InputError(problem(f"a fitted {estimator} result with an overall estimate",
+                                     value=type(result).__name__))
+        from evaluation.estimators.results import Estimate
+
+        ov = Estimate.from_se(ov.estimate, ov.se, result.variance, alpha)  # the fit's interval at this alpha
+        return HeadlineInterval(
+            estimator=estimator, estimate=float(ov.estimate), se=float(ov.se), ci_low=float(ov.ci_low),
+            ci_high=float(ov.ci_high), p=float(ov.p_value), method=choice.method, df=result.variance.df,
+            reason=choice.reason, flag=choice.flag, alpha=float(alpha), n_treated_clusters=G1,
+            n_clusters=G, description=f"the estimator's own interval: {result.variance.describe()}")
     if estimator == "callaway_santanna":
         gt = _cs_gt(panel, result, gt, columns)
         fitted = getattr(result, "overall", None)

@@ -145,6 +145,26 @@ def summary_box(result: dict) -> str:
 # ---------------------------------------------------------------------------- sections
 
 
+#: What counts as treated, by ``[cohort] exposure`` (``evaluation.stages.cohort``).
+EXPOSURE_WORDS = {
+    "ever_joined": ("**What counts as joining.** A school counts as treated from its first year of results after "
+                    "joining, whatever happened after (if it later left or moved, that is part of the effect of "
+                    "having joined: an intention-to-treat comparison)."),
+    "moved": ("**What counts as treated.** The event studied is a move: a school leaving one partnership and "
+              "joining another of the same kind within a month (re-brokerage). Schools that moved are compared "
+              "with schools that stayed in one partnership, without moving or leaving, through the years "
+              "compared; both had been in their partnership for at least {settled} year(s) before those years, "
+              "so the comparison is of moving against staying, not of joining. What is estimated is the effect "
+              "of having moved, from the first year of results in the new partnership."),
+    "in_partnership": ("**What counts as treated.** A school counts as treated only while it is a member: the "
+                       "treatment switches on in its first year of results after joining and off in its first "
+                       "year after leaving (and on again if it re-joins). Only de Chaisemartin & "
+                       "D'Haultfoeuille's estimator allows for a treatment that ends; it compares each school whose "
+                       "membership changes with schools whose membership has not changed yet, and its headline is "
+                       "the average effect per year of membership."),
+}
+
+
 def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     d = result["study"]["definition"]
     cohort, comp = d["cohort"], d["comparison"]
@@ -153,8 +173,11 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
     types = types_listing(cohort["partnership_types"], "or", articles=True)
     g0, g1 = cohort["joined_between"]
     out = ["## Who was in the study", ""]
-    which = (f"{escape(cohort['phase'])} schools that joined {escape(types)} with first results after joining "
-             f"{year_span(g0, g1)}"
+    exposure = cohort.get("exposure", "ever_joined")
+    which = (f"{escape(cohort['phase'])} schools that "
+             + (f"moved from {escape(types)} to another, with first results in the new one "
+                if exposure == "moved" else f"joined {escape(types)} with first results after joining ")
+             + year_span(g0, g1)
              + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
                 " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else ""))
     if flow_withheld(result):
@@ -170,6 +193,7 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
         out.append("")
         out += [f"- {escape(LOST_REASONS.get(key, key.replace('_', ' ')))}: {count(n)}"
                 for key, n in sorted(c["treated_lost"].items()) if n]
+    out += ["", EXPOSURE_WORDS[exposure].format(settled=cohort.get("settled_years", 0))]
     out += ["", "**How comparison schools were chosen.** "
             + " ".join(escape(r[0].upper() + r[1:]) + "." for r in m["comparison_pool_rule"])
             + f" The pool held {count(c['comparison_pool'])} schools. Each joining year's schools were matched "
@@ -607,7 +631,7 @@ def _honest_did_lines(h: dict | None, result: dict) -> list[str]:
 
 FEW_RELABELLED = 10  # partnerships a relabelling can change, below which a non-rejection is flagged as weak
 TEST_UNITS = {"partnership": "whole partnerships' subgroups shuffled among partnerships",
-              "within_partnership": "subgroups shuffled among the schools of each partnership"}
+              "block": "each partnership's schools of one subgroup shuffled together, as a block"}
 
 
 def subgroup_sentence(ch: dict, alpha: float, n_tests: int, units: str) -> str:
@@ -653,8 +677,9 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
            "weights and clustering. The intervals are the estimator's own "
            f"{level}% intervals ({escape(units)}), not the headline's calibrated one. Subgroups share comparison "
            "schools (and sometimes partnerships), so their estimates are not independent: whether they differ "
-           "is tested by permutation, with partnerships as the units (the subgroups shuffled at random and "
-           "every subgroup estimated again, many times). "
+           "is tested by permutation, with partnerships as the units (the subgroup labels shuffled at random, "
+           "a partnership's schools of one subgroup moving together, and every subgroup estimated again, many "
+           "times). "
            f"A subgroup of fewer than {het['min_schools']} partnership schools is not estimated.", ""]
     figure = result_dir / "figures" / HETEROGENEITY_FIGURE
     if figure.exists():
@@ -666,6 +691,7 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
         label = ch["label"][:1].upper() + ch["label"][1:]
         out += [f"### By {escape(_lower_first(label))}", ""]
         rows = []
+        planted = any("planted" in s for s in ch["subgroups"])
         for s in ch["subgroups"]:
             if s["estimate"] is None:
                 rows.append([escape(s["label"][:1].upper() + s["label"][1:]), count(s["n_schools"]),
@@ -674,9 +700,13 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
                 rows.append([escape(s["label"][:1].upper() + s["label"][1:]), count(s["n_schools"]), count(s["n_partnerships"]),
                              num(s["estimate"], 2), f"{num(s['ci_low'], 2)} to {num(s['ci_high'], 2)}",
                              pvalue(s["p"])])
+            if planted:
+                rows[-1].append("\u2014" if s.get("planted") is None else num(s["planted"], 2))
         if rows:
-            out += [table(["Subgroup", "Partnership schools", "Partnerships", "Effect", f"{level}% CI", "p"],
-                          rows, ["l", "r", "r", "r", "r", "r"]), ""]
+            heads = ["Subgroup", "Partnership schools", "Partnerships", "Effect", f"{level}% CI", "p"]
+            if planted:
+                heads.append("Planted effect (synthetic data)")
+            out += [table(heads, rows, ["l"] + ["r"] * (len(heads) - 1)), ""]
         if ch.get("n_unknown"):
             out += [f"Not in any subgroup (not known): {count(ch['n_unknown'])} partnership schools.", ""]
         elif ch.get("n_unknown") is None:
@@ -685,7 +715,8 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
         if t is not None:
             out += [f"**Test that the effects are equal**: Wald statistic {num(t['statistic'])} "
                     f"({t['df']} df), permutation {p_equals(t['p_value'])} over {count(t['permutations'])} "
-                    f"relabellings ({TEST_UNITS[t['unit']]}; {count(t['n_units'])} partnerships could be relabelled"
+                    f"relabellings ({TEST_UNITS[t['unit']]}; {count(t['n_units'])} "
+                    + ("partnerships" if t["unit"] == "partnership" else "blocks") + " relabelled"
                     + (f"; {count(t['failed'])} could not be estimated" if t.get("failed") else "") + ").", ""]
         out += [f"**In words.** {subgroup_sentence(ch, het['alpha'], n_tests, units)}", ""]
     return "\n".join(out)

@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 
 COLOURS = {"partnership": "#1b6ca8", "comparison": "#d1495b", "truth": "#2e7d32"}
 LABELS = {"twfe": "Two-way fixed effects", "event_study": "Event study (TWFE)",
-          "callaway_santanna": "Callaway-Sant'Anna", "sun_abraham": "Sun-Abraham", "imputation": "Imputation (BJS)"}
+          "callaway_santanna": "Callaway-Sant'Anna", "sun_abraham": "Sun-Abraham", "imputation": "Imputation (BJS)",
+          "chaisemartin_dhaultfoeuille": "de Chaisemartin-D'Haultfoeuille"}
 
 
 PRE_LABELS = {"pre_trend": "Outcome trend before joining", "pre_level": "Outcome level before joining",
@@ -90,7 +91,7 @@ def trends_plot(result: dict, path: Path) -> Path:
 def event_study_plot(result: dict, path: Path) -> Path:
     """Event-time estimates with 95% CIs for each estimator that reports them."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    names = [n for n in ("callaway_santanna", "sun_abraham", "event_study", "imputation")
+    names = [n for n in ("callaway_santanna", "sun_abraham", "event_study", "imputation", "chaisemartin_dhaultfoeuille")
              if result["event_study"].get(n)]
     width = 0.8 / max(len(names), 1)
     lo, hi = result["outcome"]["window"]

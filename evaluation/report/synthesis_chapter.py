@@ -1,17 +1,19 @@
 """The synthesis chapter: every study side by side, the forest plot by partnership type,
 the random-effects meta-analysis (``evaluation.synthesis``), a meta-regression of the studies'
-effects on their partnerships' characteristics (``evaluation.meta_regression``) and a
-plain-English "what works" summary that never claims more than each study's security rating
-or the moderator tests allow."""
+effects on their partnerships' characteristics (``evaluation.meta_regression``), the effects by
+subgroup of the studies that asked for them (result.json ``heterogeneity``, in the study chapter's own
+words, which claim a difference only where the study's test rejects) and a plain-English "what works"
+summary that never claims more than each study's security rating or the moderator tests allow."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from evaluation.meta_regression import MODERATORS, SKIPPED, STUDIES_PER_MODERATOR, ModeratorModel, moderator_models
-from evaluation.report.chapter import is_synthetic
-from evaluation.report.markdown import escape, listing, months_words, num, p_equals, padlocks_html, plural, table, \
-    type_words, types_listing
+from evaluation.report.chapter import SUPPRESSED, is_synthetic, subgroup_sentence, unit_words
+from evaluation.report.markdown import count, escape, listing, months_words, num, p_equals, padlocks_html, plural, \
+    pvalue, table, type_words, types_listing
+from evaluation.study import HETEROGENEITY_CHARACTERISTICS
 from evaluation.synthesis import forest_plot, meta_analysis, poolable
 
 #: Padlocks a study needs before the summary calls its finding evidence rather than a hint.
@@ -53,6 +55,11 @@ def _verdict(result: dict) -> str:
             "this is weak evidence")
 
 
+def _study_ref(result: dict) -> str:
+    """A link to the study's chapter, titled as the study."""
+    return f"{{ref}}`{_role_text(result['study']['title'])} <study-{result['study']['id']}>`"
+
+
 def write_synthesis(results: list[dict], source: Path) -> Path:
     """Write ``synthesis.md`` and its forest plot into the book source directory."""
     fig_dir = source / "synthesis"
@@ -60,7 +67,7 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
     rows = []
     for r in results:
         es = r["effects"]
-        rows.append([f"{{ref}}`{_role_text(r['study']['title'])} <study-{r['study']['id']}>`", escape(_types(r)),
+        rows.append([_study_ref(r), escape(_types(r)),
                      f"{num(es['g'])} ({num(es['g_ci'][0])} to {num(es['g_ci'][1])})" if es["g"] is not None else
                      "\u2014 (no pupil-level SD)", "\u2014" if es["months"] is None else str(es["months"]),
                      f"{es['padlocks']}/5",
@@ -79,6 +86,7 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         out.append(f"- **{escape(r['study']['title'])}** ({escape(_types(r))}): {escape(_verdict(r))}. "
                    + escape(r["summary"]["caveat"]))
     out.append("")
+    studies = results  # every study, pooled or not: subgroup effects are in each outcome's own units
     pooled = poolable(results)
     left_out = [r for r in results if all(r is not q for q in pooled)]
     if left_out:
@@ -89,6 +97,7 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
         out += ["## Meta-analysis", "",
                 "Only one study is in this book, so there is nothing to pool: a meta-analysis needs at least two.",
                 ""]
+        out += subgroup_section(studies)
         path = source / "synthesis.md"
         path.write_text("\n".join(out), encoding="utf-8")
         return path
@@ -143,6 +152,7 @@ def write_synthesis(results: list[dict], source: Path) -> Path:
           "says which), so comparisons between types are indicative only.", "",
     ]
     out += meta_regression_section(results)
+    out += subgroup_section(studies)
     path = source / "synthesis.md"
     path.write_text("\n".join(out), encoding="utf-8")
     return path
@@ -253,4 +263,81 @@ def meta_regression_section(results: list[dict], alpha: float = 0.05) -> list[st
         out += ["Not estimated, so no numbers are shown:", ""]
         out += [f"- {escape(m.label[0].upper() + m.label[1:])}: {escape(m.reason)}." for m in refused]
         out.append("")
+    return out
+
+
+# ------------------------------------------------------------------------------ effects by subgroup
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _subgroup_rows(result: dict, level: str | None, planted: bool) -> list[list[str]]:
+    """One row per subgroup of each characteristic of one study (``level`` None: each cell says its own).
+    The study and its units are named on its first row, a characteristic and its test on its first row."""
+    het = result["heterogeneity"]
+    own = f"{round(100 * (1 - het['alpha']))}% CI " if level is None else ""
+    rows = []
+    for ch in het["characteristics"]:
+        test = ch.get("test")
+        test_p = pvalue(test["p_value"]) if test is not None else "\u2014 (no test)"
+        # A characteristic without subgroups still gets a row, saying why (its note).
+        subgroups = ch["subgroups"] or [{"label": "\u2014", "estimate": None, "n_schools": None, "withheld": None,
+                                         "why": ch.get("note")}]
+        for i, s in enumerate(subgroups):
+            if s.get("estimate") is None:
+                effect = escape(s.get("withheld") or s.get("why") or "not estimated")
+            else:
+                effect = f"{num(s['estimate'])} ({own}{num(s['ci_low'])} to {num(s['ci_high'])})"
+            n = s.get("n_schools")
+            schools = count(n) if n is not None else (SUPPRESSED if s.get("withheld") else "\u2014")
+            first = not rows
+            row = [_study_ref(result) if first else "", escape(unit_words(result)) if first else "",
+                   escape(_capital(ch["label"])) if i == 0 else "", escape(_capital(s["label"])), schools, effect,
+                   test_p if i == 0 else ""]
+            if planted:
+                value = s.get("planted") if is_synthetic(result) else None
+                row.append("\u2014" if value is None else num(value))
+            rows.append(row)
+    return rows
+
+
+def subgroup_section(results: list[dict]) -> list[str]:
+    """Markdown lines of the effects by subgroup of every study with a ``heterogeneity`` block: one table
+    across studies and, per characteristic, the study chapter's own verdict (``subgroup_sentence``), so
+    a difference is claimed only where that study's permutation test rejects equal effects."""
+    out = ["## For whom does it work? Effects by subgroup", ""]
+    with_het = [r for r in results if r.get("heterogeneity")]
+    if not with_het:
+        choices = ", ".join(f'`"{name}"`' for name in HETEROGENEITY_CHARACTERISTICS)
+        return out + [("No study in this book has asked for effects by subgroup yet: to ask, add "
+                       "`[heterogeneity]` with `by = [...]` to the study's definition, listing any of "
+                       f"{choices}."), ""]
+    alphas = {r["heterogeneity"]["alpha"] for r in with_het}
+    level = f"{round(100 * (1 - next(iter(alphas))))}%" if len(alphas) == 1 else None
+    planted = any(is_synthetic(r) and s.get("planted") is not None
+                  for r in with_het for ch in r["heterogeneity"]["characteristics"] for s in ch["subgroups"])
+    out += ["Each study that asked for it estimated its primary estimator again on the partnership schools of "
+            "each subgroup, with the study's window, weights and clustering. The effects are in each study's "
+            "outcome units (so they are not pooled across studies), with the estimator's own "
+            + (f"{level} intervals" if level else "intervals (at each study's level)")
+            + ", not the headline's calibrated ones. Whether a study's subgroups differ is its permutation "
+            "test of equal effects (its p is on the characteristic's first row); a "
+            "difference is claimed only where that test rejects at the study's significance level, and the more "
+            "characteristics are tested, the more likely one difference is chance. Each chapter explains how its "
+            "subgroups were estimated and tested.", ""]
+    heads = ["Study", "Units", "Characteristic", "Subgroup", "Partnership schools",
+             f"Effect ({level} CI)" if level else "Effect (CI)", "Test of equal effects, p"]
+    if planted:
+        heads.append("Planted effect (synthetic data)")
+    rows = [row for r in with_het for row in _subgroup_rows(r, level, planted)]
+    out += [table(heads, rows, ["l", "l", "l", "l", "r", "r", "r"] + ["r"] * planted)]
+    out += ["**In words.**", ""]
+    for r in with_het:
+        het = r["heterogeneity"]
+        n_tests = sum(1 for ch in het["characteristics"] if ch.get("test"))
+        out.append(f"- {_study_ref(r)}:")
+        out += [f"  - {subgroup_sentence(ch, het['alpha'], n_tests, unit_words(r))}" for ch in het["characteristics"]]
+    out.append("")
     return out

@@ -2,10 +2,28 @@
 and the per-cohort matching frames. Pure functions of DataFrames.
 
 Timing: a school's cohort ``g`` is the first academic year whose results follow
-its joining (``calendar.first_exposed_year``); event time ``e = year - g``. The
-studied membership is the school's first membership of the studied types; what
-happens after (leaving, moving trust) is part of the effect of joining (intention
-to treat).
+its joining (``calendar.first_exposed_year``); event time ``e = year - g``.
+
+Exposure (``[cohort] exposure``):
+
+- ``ever_joined`` (the default): the studied membership is the school's first membership of the
+  studied types; what happens after (leaving, moving trust) is part of the effect of joining
+  (intention to treat).
+- ``moved`` (re-brokerage): the studied event is the school's first move from one partnership of
+  the studied types to another (a studied membership that begins within ``MOVE_GAP_DAYS`` of the
+  school leaving another); ``g`` is the first year of results in the new partnership and
+  ``partnership_id`` is the new one. A mover must have been in the partnership it left since
+  ``settled_years`` before the start of its own window (``g + window[0] - settled_years``), so
+  its years before the move are years in a partnership, not before joining one. Comparison
+  schools are stayers: in one partnership of the studied types, without moving or leaving, from
+  ``settled_years`` before the earliest cohort's window start to the latest cohort's window end;
+  the pool rule (never / not yet) applies to their own first move.
+  What is estimated is the effect of moving rather than staying (after the move, intention to treat).
+- ``in_partnership``: as ``ever_joined`` for who is treated and compared, but the analysis panel
+  carries a ``treatment`` column that is 1 while the school is a member of a partnership of the
+  studied types (it switches off when the school leaves and on again if it re-joins), with a row
+  for every school and year (outcome missing where unpublished), for the de Chaisemartin &
+  D'Haultfoeuille estimator.
 """
 
 from __future__ import annotations
@@ -15,10 +33,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from evaluation.data.calendar import first_exposed_year
+from evaluation.data.calendar import first_exposed_year, last_exposed_year
 from evaluation.data.store import fingerprint_tables
 from evaluation.errors import InputError, problem
 from evaluation.study import CONTEXT_COVARIATES, Study
+
+
+#: A studied membership that begins at most this many days after the school left another
+#: partnership of the studied types is a move (GIAS records re-brokerage as leaving on one day
+#: and joining the next; a few weeks allow for slow paperwork).
+MOVE_GAP_DAYS = 31
 
 
 @dataclass
@@ -29,6 +53,7 @@ class StudyData:
     memberships: pd.DataFrame
     school_years: pd.DataFrame  # urn, year, the outcome, context columns
     truth: pd.DataFrame | None = None  # synthetic panels only
+    truth_moves: pd.DataFrame | None = None  # synthetic panels only: the effect of moving trust vs staying
     fingerprint: str | None = None  # the store's data fingerprint (Store.fingerprint), when read from a store
 
     @property
@@ -56,8 +81,52 @@ def studied_memberships(study: Study, data: StudyData) -> pd.DataFrame:
     m = m[m["type"].isin(study.cohort.partnership_types)]
     if study.cohort.sponsor_led is not None:
         m = m[m["sponsor_led"].fillna(False).astype(bool) == study.cohort.sponsor_led]
-    m = m.assign(g=first_exposed_year(m["joined"]))
+    m = m.assign(g=first_exposed_year(m["joined"]), last=last_exposed_year(m["left"]))
     return m.sort_values(["urn", "joined", "partnership_id"], kind="stable")
+
+
+def first_stays(studied: pd.DataFrame) -> pd.DataFrame:
+    """Per school (index urn), its first stay in one partnership of the studied types: ``g`` of its
+    first studied membership and ``last``, the last exposed year of that membership or of the
+    memberships of the same partnership that follow it within ``MOVE_GAP_DAYS`` (a record split in
+    two is one stay)."""
+    m = studied.reset_index(drop=True)
+    urn = m["urn"].to_numpy()
+    pid = m["partnership_id"].astype(str).to_numpy()
+    joined = pd.to_datetime(m["joined"]).to_numpy()
+    left = pd.to_datetime(m["left"]).to_numpy()
+    cont = np.zeros(len(m), dtype=bool)  # row i continues row i - 1's stay
+    if len(m) > 1:
+        gap = (joined[1:] - left[:-1]) / np.timedelta64(1, "D")
+        with np.errstate(invalid="ignore"):
+            cont[1:] = (urn[1:] == urn[:-1]) & (pid[1:] == pid[:-1]) & ~np.isnat(left[:-1]) & (gap <= MOVE_GAP_DAYS)
+    first_row = np.r_[True, urn[1:] != urn[:-1]] if len(m) else np.zeros(0, dtype=bool)
+    # rows of each school's first stay: its first row and the unbroken run of continuations after it
+    stay_id = np.cumsum(~cont)
+    first_stay = stay_id[first_row]
+    in_first = np.isin(stay_id, first_stay)
+    out = m[in_first].groupby("urn").agg(g=("g", "first"), last=("last", "max"))
+    return out
+
+
+def studied_moves(studied: pd.DataFrame) -> pd.DataFrame:
+    """Each school's first move between partnerships of the studied types (see the module
+    docstring): the new membership's row, with ``moved_from`` (the partnership left) and
+    ``since`` (the first year of results in the partnership left)."""
+    m = studied.reset_index(drop=True)
+    urn = m["urn"].to_numpy()
+    pid = m["partnership_id"].astype(str).to_numpy()
+    joined = pd.to_datetime(m["joined"]).to_numpy()
+    left = pd.to_datetime(m["left"]).to_numpy()
+    move = np.zeros(len(m), dtype=bool)
+    if len(m) > 1:
+        gap = (joined[1:] - left[:-1]) / np.timedelta64(1, "D")
+        with np.errstate(invalid="ignore"):
+            move[1:] = ((urn[1:] == urn[:-1]) & ~np.isnat(left[:-1]) & (gap >= 0) & (gap <= MOVE_GAP_DAYS)
+                        & (pid[1:] != pid[:-1]))
+    prev = np.flatnonzero(move) - 1
+    out = m[move].assign(moved_from=pid[prev], since=m["g"].to_numpy()[prev].astype("int64"))
+    return out.drop_duplicates("urn", keep="first")
 
 
 def build_cohort(study: Study, data: StudyData) -> Cohort:
@@ -80,15 +149,27 @@ def build_cohort(study: Study, data: StudyData) -> Cohort:
     in_scope = schools.loc[eligible, ["urn", "region", "la_code", "urban_rural"]]
 
     studied = studied_memberships(study, data)
-    first_m = studied.drop_duplicates("urn", keep="first")
+    notes = []
+    if c.exposure == "moved":
+        first_m = studied_moves(studied)
+    else:
+        first_m = studied.drop_duplicates("urn", keep="first")
     treated = first_m[first_m["g"].between(g0, g1) & first_m["urn"].isin(in_scope["urn"])]
     if c.role != "any":
         treated = treated[treated["role"] == c.role]
+    if c.exposure == "moved":
+        late = treated["since"] > treated["g"] + lo - c.settled_years
+        if late.any():
+            notes.append(f"{int(late.sum())} school(s) that moved had been in the partnership they left for less "
+                         f"than {c.settled_years - lo} year(s) before moving: not studied")
+        treated = treated[~late]
     if treated.empty:
         other = first_m[first_m["urn"].isin(in_scope["urn"])]["g"].value_counts().sort_index()
         seen = ", ".join(f"{int(k)}: {int(v)}" for k, v in other.items()) or "none"
         raise InputError(problem(
-            f"the cohort is empty: no {c.phase} school first joined {'/'.join(c.partnership_types)}"
+            f"the cohort is empty: no {c.phase} school "
+            + ("moved between partnerships of the types " if c.exposure == "moved" else "first joined ")
+            + f"{'/'.join(c.partnership_types)}"
             f"{'' if c.sponsor_led is None else (' (sponsor-led)' if c.sponsor_led else ' (not sponsor-led)')} "
             f"with first exposure in {g0}-{g1}"
             f"{'' if c.role == 'any' else f' as {c.role}'} (schools in scope by first exposure year: {seen})",
@@ -105,14 +186,22 @@ def build_cohort(study: Study, data: StudyData) -> Cohort:
         m = data.memberships.merge(data.partnerships[["partnership_id", "type"]], on="partnership_id")
         excluded |= set(m.loc[m["type"].isin(study.comparison.exclude_types), "urn"])
     pool = pool[~pool["urn"].isin(excluded)]
-    notes = []
+    if c.exposure == "moved":
+        # stayers: in one studied partnership, without moving or leaving, across every cohort's window
+        first = first_stays(studied)
+        stays = first["g"].le(g0 + lo - c.settled_years) & first["last"].ge(g1 + hi)
+        pool = pool[pool["urn"].map(stays).fillna(False).astype(bool)]
+        notes.append(f"comparison pool: schools in one partnership of the studied types from "
+                     f"{g0 + lo - c.settled_years} to {g1 + hi} without moving or leaving")
     if study.comparison.pool == "never":
         pool = pool[pool["own_g"].isna()]
-        notes.append("comparison pool: schools that never joined the studied partnership types")
+        notes.append("comparison pool: schools that never moved" if c.exposure == "moved" else
+                     "comparison pool: schools that never joined the studied partnership types")
     else:
         # may join later, but only after the latest cohort's window has closed
         pool = pool[pool["own_g"].isna() | (pool["own_g"] > g1 + hi)]
-        notes.append(f"comparison pool: schools not (yet) in the studied partnership types by {g1 + hi}")
+        notes.append(f"comparison pool: schools that had not moved by {g1 + hi}" if c.exposure == "moved" else
+                     f"comparison pool: schools not (yet) in the studied partnership types by {g1 + hi}")
     if pool.empty:
         raise InputError(problem("the comparison pool is empty: every eligible school joined the studied types",
                                  column="comparison.pool", value=study.comparison.pool))

@@ -30,23 +30,49 @@ def synthetic_truth(study: Study, data: StudyData, cohort: Cohort, panel: pd.Dat
     """The planted effect of the studied membership on the analysed treated schools
     (synthetic data only): by event time, and averaged over post-joining school-years
     within the window (the estimand of the "simple" aggregation)."""
-    if data.truth is None or data.truth.empty:
+    if data.truth is None or data.truth.empty or (study.cohort.exposure == "moved" and data.truth_moves is None):
         return None
-    lo, hi = study.outcome.window
-    col = f"effect_{study.outcome.name}"
-    treated = cohort.treated[cohort.treated["urn"].isin(panel.loc[panel["cohort"] > 0, "urn"])]
-    t = data.truth.merge(treated[["urn", "partnership_id", "g"]], on=["urn", "partnership_id"])
-    eff = t.set_index(["urn", "year"])[col].groupby(level=[0, 1]).sum()
-    cells = panel[panel["cohort"] > 0][["urn", "year", "cohort"]].copy()
-    cells["e"] = cells["year"] - cells["cohort"]
-    cells = cells[cells["e"].between(lo, hi)]
-    cells["effect"] = [float(eff.get((u, y), 0.0)) for u, y in zip(cells["urn"], cells["year"])]
+    cells = planted_cells(study, data, cohort, panel)
     by_e = cells.groupby("e")["effect"].mean()
     post = cells[cells["e"] >= 0]
     return {"note": "synthetic data: the effect planted by the generator on the analysed partnership schools",
             "overall": float(post["effect"].mean()),
             "event_time": [{"e": int(e), "effect": float(v)} for e, v in by_e.items()],
             "did_of_all_planted_effects": _did_of_planted(study, data, matched)}
+
+
+def planted_cells(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame) -> pd.DataFrame:
+    """The analysed partnership schools' school-years within the window (urn, year, e) with the
+    effect the generator planted there through the studied membership (``effect``); for a study of
+    moves (``exposure = "moved"``), the effect of having moved rather than stayed; for a switching
+    treatment (``exposure = "in_partnership"``), only the years in the partnership after joining
+    (the estimand is the effect per year of membership)."""
+    lo, hi = study.outcome.window
+    col = f"effect_{study.outcome.name}"
+    treated = cohort.treated[cohort.treated["urn"].isin(panel.loc[panel["cohort"] > 0, "urn"])]
+    truth = data.truth_moves if study.cohort.exposure == "moved" else data.truth
+    if truth is None:
+        truth = data.truth.iloc[:0]
+    t = truth.merge(treated[["urn", "partnership_id", "g"]], on=["urn", "partnership_id"])
+    eff = t.set_index(["urn", "year"])[col].groupby(level=[0, 1]).sum()
+    keep = (panel["cohort"] > 0) & panel["y"].notna()
+    if "treatment" in panel:  # a switching treatment: the effect per year in the partnership (treated cells)
+        keep &= (panel["treatment"] == 1) | (panel["year"] < panel["cohort"])
+    cells = panel[keep][["urn", "year", "cohort"]].copy()
+    cells["e"] = cells["year"] - cells["cohort"]
+    cells = cells[cells["e"].between(lo, hi)]
+    cells["effect"] = [float(eff.get((u, y), 0.0)) for u, y in zip(cells["urn"], cells["year"])]
+    return cells
+
+
+def planted_overall(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame) -> float | None:
+    """The mean planted effect over the analysed partnership schools' post-joining school-years in the
+    window (the estimand of the "simple" aggregation); None without a truth table."""
+    if data.truth is None or data.truth.empty or (study.cohort.exposure == "moved" and data.truth_moves is None):
+        return None
+    post = planted_cells(study, data, cohort, panel)
+    post = post[post["e"] >= 0]
+    return float(post["effect"].mean()) if len(post) else None
 
 
 def _did_of_planted(study: Study, data: StudyData, matched: list[MatchedCohort]) -> list[dict]:

@@ -163,7 +163,16 @@ def pretrend_tests(spec: EstimationSpec, ests: dict[str, EstimatorResult]) -> di
         out["imputation"] = None if t is None else pretrend_test(
             f"BJS (2024) Test 1: {t['leads']} pre-joining leads jointly zero on untreated observations",
             t["F"], "F", [t["df1"], t["df2"]], t["p_value"], note=f"variance: {t['variance']}")
-    name = spec.primary if out.get(spec.primary) else "event_study"
+    if "chaisemartin_dhaultfoeuille" in ests:
+        j = ests["chaisemartin_dhaultfoeuille"].details.get("placebo_joint_test")
+        out["chaisemartin_dhaultfoeuille"] = None if j is None else pretrend_test(
+            f"Wald test that the {j['df']} placebo(s) (long differences before the year before joining) are "
+            "jointly zero (did_multiplegt_dyn's joint placebo test)", j["statistic"], "chi2", [j["df"]], j["p"],
+            note="cohort-recentred influence-function variance, clustered",
+            not_for_verdict="its size with few partnerships has not been measured (the calibration table, "
+                            "benchmarks/coverage_table.md, does not cover this estimator)")
+    # the primary estimator's test, unless it is not one the verdict may use: then the TWFE event study's
+    name = spec.primary if out.get(spec.primary) and not out[spec.primary]["not_for_verdict"] else "event_study"
     if out.get(name) and not out[name]["not_for_verdict"]:
         out[name]["for_verdict"] = True
     return out

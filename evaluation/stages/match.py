@@ -51,13 +51,34 @@ def match_cohorts(study: Study, data: StudyData, cohort: Cohort, say: Callable[[
             res = family_of_schools(frame, "treated", covs, k=spec.family_size, id="urn", exact=exact)
             weights = res.weights
         else:
-            res = match(frame, "treated", covs, id="urn", exact=exact,
-                        distance="mahalanobis" if spec.method == "mahalanobis" else "logit",
-                        ratio=spec.ratio, replace=spec.replace,
-                        caliper=spec.caliper if spec.method == "nearest" else None)
+            try:
+                res = match(frame, "treated", covs, id="urn", exact=exact,
+                            distance="mahalanobis" if spec.method == "mahalanobis" else "logit",
+                            ratio=spec.ratio, replace=spec.replace,
+                            caliper=spec.caliper if spec.method == "nearest" else None)
+            except InputError as err:
+                if "no treated unit could be matched" not in err.render():
+                    raise
+                # this cohort's schools have no comparison school within the caliper: they are counted
+                # as unmatched (the sample flow says so) and the other cohorts go on
+                say(f"    cohort {g}: no partnership school has a comparison school within the caliper")
+                counts["treated_unmatched"] = n_t
+                out.append(MatchedCohort(g, frame, None, np.zeros(len(frame)), counts))
+                continue
             weights = res.weights
         counts["treated_unmatched"] = int(((frame["treated"] == 1) & (weights == 0)).sum())
         out.append(MatchedCohort(g, frame, res, np.asarray(weights, dtype=float), counts))
+    if not any(((m.frame["treated"] == 1).to_numpy() & (m.weights > 0)).any() for m in out):
+        few = sum(m.counts["treated_few_pre_years"] for m in out)
+        missing = sum(m.counts["treated_missing_covariates"] for m in out)
+        unmatched = sum(m.counts.get("treated_unmatched", 0) for m in out)
+        lo = study.outcome.window[0]
+        raise InputError(problem(
+            f"no partnership school can be matched: {few} have fewer than {study.cohort.min_pre_years} years of "
+            f"results in the {-lo} year(s) before joining, {missing} miss a matching characteristic (a "
+            f"covariate such as pre_y3 needs 3 years before joining: the window starts at {lo}) and {unmatched} "
+            f"have no comparison school within the caliper",
+            column="matching.covariates", value=list(spec.covariates)))
     return out
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.spec import CLUSTER_COLUMNS
-from evaluation.stages.cohort import Cohort, StudyData
+from evaluation.stages.cohort import Cohort, StudyData, studied_memberships
 from evaluation.stages.match import MatchedCohort
 from evaluation.study import Study
 
@@ -87,9 +87,39 @@ def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[
     rows = sy.loc[sy["urn"].isin(units["urn"]) & sy["year"].between(first, last),
                   ["urn", "year", study.outcome.name]].rename(columns={study.outcome.name: "y"})
     rows = rows[rows["y"].notna()]
+    if study.cohort.exposure == "in_partnership":
+        rows = _every_year(rows, units["urn"], first, last)
     panel = rows.merge(units, on="urn", how="left")
     panel = panel.astype({"urn": "int64", "year": "int64", "y": "float64"})
+    if study.cohort.exposure == "in_partnership":
+        panel["treatment"] = in_partnership(study, data, cohort, panel)
     return panel.sort_values(["urn", "year"], kind="stable").reset_index(drop=True)
+
+
+def _every_year(rows: pd.DataFrame, urns: pd.Series, first: int, last: int) -> pd.DataFrame:
+    """A row for every school and year (outcome missing where none is published): an estimator for a
+    treatment that switches needs the treatment in every year."""
+    grid = pd.MultiIndex.from_product([sorted(urns.astype("int64")), range(first, last + 1)], names=["urn", "year"])
+    return rows.set_index(["urn", "year"]).reindex(grid).reset_index()
+
+
+def in_partnership(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame) -> np.ndarray:
+    """1 while a partnership school is a member of a partnership of the studied types (each membership
+    from its first exposed year to its last: ``calendar``), else 0; comparison schools 0. The spells
+    move with the school's cohort: a placebo cohort ``k`` years early shifts them ``k`` years early."""
+    m = studied_memberships(study, data)
+    m = m[m["urn"].isin(cohort.treated["urn"])]
+    real_g = m.groupby("urn")["g"].min()
+    shift = cohort.treated.set_index("urn")["g"] - real_g.reindex(cohort.treated["urn"]).to_numpy()
+    spells = m[["urn", "g", "last"]].assign(g=m["g"] + m["urn"].map(shift), last=m["last"] + m["urn"].map(shift))
+    on = np.zeros(len(panel), dtype=np.int8)
+    treated = panel["cohort"].to_numpy() > 0
+    years = panel["year"].to_numpy()
+    urn = panel["urn"].to_numpy()
+    for u, g, last in spells.itertuples(index=False):
+        hit = treated & (urn == u) & (years >= g) & (years <= last)
+        on[hit] = 1
+    return on
 
 
 def _matched_long(study: Study, matched: list[MatchedCohort]) -> pd.DataFrame:
