@@ -228,9 +228,19 @@ HETEROGENEITY_CHARACTERISTICS = {
     "phase": "phase of education",
     "distance_to_partner": "distance to the nearest partner school",
     "role": "lead school or member school",
+    "founding": "founding school or a school that joined later",
     "partnership_type": "kind of partnership",
     "region": "region",
 }
+#: ``by = ["attribute:NAME"]``: a school attribute the user imported (``impact data import
+#: school_attributes FILE``, e.g. coastal), its distinct values the subgroups.
+ATTRIBUTE_PREFIX = "attribute:"
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def attribute_name(characteristic: str) -> str | None:
+    """``"attribute:coastal"`` -> ``"coastal"``; a built-in characteristic -> None."""
+    return characteristic[len(ATTRIBUTE_PREFIX):] if characteristic.startswith(ATTRIBUTE_PREFIX) else None
 
 
 class HeterogeneitySpec(_Strict):
@@ -247,7 +257,15 @@ class HeterogeneitySpec(_Strict):
     def _by(cls, v):
         if len(set(v)) != len(v):
             raise ValueError(f"each characteristic once, got {list(v)}")
-        return _all_allowed(v, tuple(HETEROGENEITY_CHARACTERISTICS), "heterogeneity characteristic")
+        for name in v:
+            attr = attribute_name(name)
+            if attr is not None and not ATTRIBUTE_NAME.fullmatch(attr):
+                raise ValueError(f"{name!r}: an attribute name is letters, digits and underscores after "
+                                 f"'{ATTRIBUTE_PREFIX}', e.g. 'attribute:coastal'")
+        builtin = tuple(x for x in v if attribute_name(x) is None)
+        _all_allowed(builtin, tuple(HETEROGENEITY_CHARACTERISTICS) + (ATTRIBUTE_PREFIX + "NAME",),
+                     "heterogeneity characteristic")
+        return v
 
 
 class Study(_Strict):

@@ -227,3 +227,55 @@ def test_a_characteristic_constant_within_partnerships_permutes_whole_partnershi
     assert test["unit"] == "partnership" and test["n_units"] == treated["partnership_id"].nunique()
     again = heterogeneity(study, build_spec(study), data, cohort, matched, panel)
     assert again == first
+
+
+def test_founding_schools_and_a_users_school_attribute(tmp_path, small_store, run_cli):
+    """`founding` splits the schools that joined with the partnership's first member from later ones;
+    `attribute:NAME` splits by a school attribute the user imported (here, a made-up coastal flag),
+    and a study naming an attribute the store lacks is exit 2 before anything runs."""
+    import shutil
+
+    import pandas as pd
+
+    from evaluation.data.panels import load_study_data
+    from evaluation.data.store import Store
+    from evaluation.stages.cohort import build_cohort
+    from evaluation.stages.heterogeneity import characteristics
+    from evaluation.study import Study, load_study
+
+    store = Store(tmp_path / "s.duckdb")
+    shutil.copy(small_store.path, store.path)
+    base = load_study(STUDIES / f"{STUDY}.toml")
+    study = Study.model_validate({**base.model_dump(mode="python"),
+                                  "heterogeneity": {"by": ["founding", "attribute:coastal"], "permutations": 19}})
+    path = tmp_path / f"{STUDY}.toml"
+    path.write_text((STUDIES / f"{STUDY}.toml").read_text()
+                    + '\n[heterogeneity]\nby = ["founding", "attribute:coastal"]\npermutations = 19\n')
+    code, _, err = run_cli("run", path, "--store", store.path, "--results", tmp_path / "r")
+    assert code == 2 and "no such school attribute" in err and "impact data import school_attributes" in err
+
+    schools = store.read_table("schools")
+    coastal = schools[["urn"]].assign(attribute="coastal",
+                                      value=["yes" if u % 3 == 0 else "no" for u in schools["urn"]])
+    csv = tmp_path / "coastal.csv"
+    coastal.iloc[:-5].to_csv(csv, index=False)  # five schools without a value
+    code, out, err = run_cli("data", "import", "school_attributes", csv, "--store", store.path)
+    assert code == 0, err
+    data = load_study_data(store, study)
+    cohort = build_cohort(study, data)
+    treated = cohort.treated.sort_values("urn").reset_index(drop=True)
+    labels = characteristics(data, treated)
+    want = ["yes" if u % 3 == 0 else "no" for u in treated["urn"]]
+    assert [k for k, _ in labels["attribute:coastal"]] == [w if u in set(coastal["urn"].iloc[:-5]) else None
+                                                          for u, w in zip(treated["urn"], want)]
+    first = pd.to_datetime(data.memberships.groupby("partnership_id")["joined"].min())
+    days = (pd.to_datetime(treated["joined"]) - treated["partnership_id"].map(first)).dt.days
+    assert [k for k, _ in labels["founding"]] == [str(d <= 31) for d in days]
+    assert {w for _, w in labels["founding"]} == {"founding schools", "schools that joined later"} or \
+        {w for _, w in labels["founding"]} == {"founding schools"}
+    # a bad attribute file is exit 2 with the row, and nothing is written
+    bad = tmp_path / "bad.csv"
+    bad.write_text("urn,attribute,value\n999998,coastal,yes\n")
+    code, _, err = run_cli("data", "import", "school_attributes", bad, "--store", store.path)
+    assert code == 2 and "999998" in err
+    assert len(store.read_table("school_attributes")) == len(coastal) - 5

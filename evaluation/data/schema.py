@@ -23,7 +23,7 @@ ColumnType = Literal["integer", "number", "string", "date", "boolean", "category
 Role = Literal["key", "descriptor", "context", "outcome"]
 
 #: Tables in the order they must be imported (later ones reference earlier ones).
-TABLE_ORDER = ("schools", "partnerships", "memberships", "school_years", "pupils")
+TABLE_ORDER = ("schools", "partnerships", "memberships", "school_years", "pupils", "school_attributes")
 
 
 def current_academic_year(today: date | None = None) -> int:

@@ -60,7 +60,7 @@ class TableInfoRow:
 
 
 #: The tables the data fingerprint covers: everything a school-level study or self-evaluation reads.
-FINGERPRINT_TABLES = ("schools", "partnerships", "memberships", "school_years")
+FINGERPRINT_TABLES = ("schools", "partnerships", "memberships", "school_years", "school_attributes")
 
 
 def fingerprint_tables(frames: Mapping[str, pd.DataFrame]) -> str:
@@ -69,12 +69,14 @@ def fingerprint_tables(frames: Mapping[str, pd.DataFrame]) -> str:
     SHA-256 over, for each of schools, partnerships, memberships and school_years present (in that
     order): the table's name and a newline, then its canonical CSV text (every schema column in
     schema order, rows sorted by the table's key, as ``Store.read_table`` returns them, ``\\n`` line
-    ends, no index). The pupils table and derived tables are not part of it."""
+    ends, no index); school_attributes only when it has rows (so a store without user attributes keeps
+    the fingerprint it had before the table existed). The pupils table and derived tables are not part
+    of it."""
     import hashlib
 
     digest = hashlib.sha256()
     for name in FINGERPRINT_TABLES:
-        if name not in frames:
+        if name not in frames or (name == "school_attributes" and frames[name].empty):
             continue
         digest.update(name.encode() + b"\n")
         digest.update(frames[name].to_csv(index=False, lineterminator="\n").encode())

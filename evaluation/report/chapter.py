@@ -179,7 +179,10 @@ def _cohort_section(result: dict, tables: Path, fig_dir: Path, rel: str) -> str:
                 if exposure == "moved" else f"joined {escape(types)} with first results after joining ")
              + year_span(g0, g1)
              + (" (sponsor-led trusts only)" if cohort.get("sponsor_led") is True else
-                " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else ""))
+                " (converter academies, not sponsor-led)" if cohort.get("sponsor_led") is False else "")
+             + (" (lead schools only: the schools that support the others, such as a teaching school or a "
+                "trust's founding school)" if cohort.get("role") == "lead" else
+                " (member schools only, not the lead schools)" if cohort.get("role") == "member" else ""))
     if flow_withheld(result):
         out.append(f"The study looked for {which}. {count(c['treated_analysed'])} of them are in the analysis. "
                    f"How many were found, and how many were lost at each step, is {WITHHELD}:")

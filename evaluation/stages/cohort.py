@@ -54,6 +54,7 @@ class StudyData:
     school_years: pd.DataFrame  # urn, year, the outcome, context columns
     truth: pd.DataFrame | None = None  # synthetic panels only
     truth_moves: pd.DataFrame | None = None  # synthetic panels only: the effect of moving trust vs staying
+    school_attributes: pd.DataFrame | None = None  # urn, attribute, value: the user's (heterogeneity)
     fingerprint: str | None = None  # the store's data fingerprint (Store.fingerprint), when read from a store
 
     @property

@@ -23,7 +23,11 @@ Characteristics (``evaluation.study.HETEROGENEITY_CHARACTERISTICS``):
   nearest other school of the same partnership on its joining date (the same membership rule as
   ``trust_size``), in bins under 5 km, 5-20 km, 20 km or more; unknown without coordinates or
   without a partner school on that date;
-- ``role``: lead or member school; ``partnership_type``; ``region``.
+- ``role``: lead or member school; ``partnership_type``; ``region``;
+- ``founding``: a founding school (joined within 31 days of the partnership's first member) or one
+  that joined later;
+- ``attribute:NAME``: a school attribute the user imported (``school_attributes``: e.g. coastal),
+  its distinct values the subgroups; a school without a value is in none.
 
 A subgroup of fewer partnership schools than the study's disclosure threshold is not estimated
 (its effect could not be published) and is left out of the test.
@@ -71,7 +75,15 @@ from evaluation.stages.cohort import Cohort, StudyData
 from evaluation.stages.describe import planted_overall
 from evaluation.stages.match import MatchedCohort
 from evaluation.stages.panel import analysis_panel
-from evaluation.study import HETEROGENEITY_CHARACTERISTICS, Study
+from evaluation.study import HETEROGENEITY_CHARACTERISTICS, Study, attribute_name
+
+FOUNDING_DAYS = 31  # joined within this many days of the partnership's first member: a founding school
+
+
+def characteristic_label(name: str) -> str:
+    """Words for a characteristic (built-in, or a user's school attribute)."""
+    attr = attribute_name(name)
+    return HETEROGENEITY_CHARACTERISTICS[name] if attr is None else f"{attr.replace('_', ' ')} (a school attribute)"
 
 
 TEST_WORDS = ("permutation test of equal subgroup effects: the Wald statistic with the subgroups' own "
@@ -127,7 +139,10 @@ def characteristics(data: StudyData, treated: pd.DataFrame) -> dict[str, list[tu
                 else (str(v), words(v)) for v in values]
 
     sp = treated["partnership_id"].map(sponsor)
-    return {
+    first_join = pd.to_datetime(data.memberships.groupby("partnership_id")["joined"].min())
+    days = (pd.to_datetime(treated["joined"]) - treated["partnership_id"].map(first_join)).dt.days
+    founding = [None if pd.isna(d) else bool(d <= FOUNDING_DAYS) for d in days]
+    out = {
         "trust_size": size,
         "distance_to_partner": dist,
         "sponsor_led": cat([None if pd.isna(v) else bool(v) for v in sp],
@@ -137,7 +152,14 @@ def characteristics(data: StudyData, treated: pd.DataFrame) -> dict[str, list[tu
         "role": cat(list(treated["role"]), lambda v: f"{v} schools"),
         "partnership_type": cat(list(treated["partnership_type"]), lambda v: str(v).replace("_", " ")),
         "region": cat(list(treated["region"])),
+        "founding": cat(founding, lambda v: "founding schools" if v else "schools that joined later"),
     }
+    attrs = data.school_attributes
+    if attrs is not None:
+        for attr, grp in attrs.groupby("attribute"):
+            value = grp.set_index("urn")["value"]
+            out[f"attribute:{attr}"] = cat([value.get(u) for u in treated["urn"]], lambda v: f"{attr}: {v}")
+    return out
 
 
 # ------------------------------------------------------------------------------ estimation
@@ -197,7 +219,7 @@ def _one(study, spec, data, cohort, matched, analysed, name, labels, rng) -> dic
     urns = analysed["urn"].to_numpy()
     pids = analysed["partnership_id"].astype(str).to_numpy()
     known = keys != ""
-    block = {"name": name, "label": HETEROGENEITY_CHARACTERISTICS[name],
+    block = {"name": name, "label": characteristic_label(name),
              "n_unknown": int((~known).sum()), "subgroups": [], "test": None, "note": None}
     estimated: list[str] = []
     for k in sorted(words, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0, x)):  # bins in order
