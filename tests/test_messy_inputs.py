@@ -231,7 +231,10 @@ def _data_commands(tmp_path: Path):
                 "1.0,2.0,1", False))
     out.append(("self-evaluate", ["self-evaluate", "--schools", "{file}", "--store", tmp_path / "none.duckdb",
                                   "--results", tmp_path / "results"], "urn,joined", "100001,2015-09-01", False))
-    for kind in ("gias-establishments", "gias-groups", "gias-group-links", "gias-links", "ks2", "ks4"):
+    out.append(("import school_attributes", ["data", "import", "school_attributes", "{file}", "--store", store],
+                "urn,attribute,value", "100001,coastal,yes", True))  # a valid row: it imports
+    for kind in ("gias-establishments", "gias-groups", "gias-group-links", "gias-links", "gias-trust-history",
+                 "ks2", "ks4"):
         year = ["--year", "2019"] if kind in ("ks2", "ks4") else []
         out.append((f"import-dfe {kind}", ["data", "import-dfe", kind, "{file}", "--store", store, *year],
                     "URN,Name", "100001,Abbey", False))
