@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from evaluation.data.panels import load_study_data
 from evaluation.data.store import Store
 from evaluation.executors import map_ordered
+from evaluation.errors import InputError
 from evaluation.pipeline import StudyRun, run_study
 from evaluation.study import Study, load_study
 
@@ -41,6 +42,14 @@ def run_one(task: StudyTask, say: Callable[[str], None] = _quiet, executor: Exec
     return run_study(task.study, data, say=say, executor=executor)
 
 
+def run_one_or_why(task: StudyTask, say: Callable[[str], None] = _quiet) -> StudyRun | str:
+    """``run_one``, or why the study cannot be estimated on these data (its InputError, rendered)."""
+    try:
+        return run_one(task, say=say)
+    except InputError as err:
+        return f"{task.study.id}: {err.render()}"
+
+
 def as_study(spec: Study | str | Path) -> Study:
     return spec if isinstance(spec, Study) else load_study(spec)
 
@@ -54,3 +63,17 @@ def run_studies(specs: Sequence[Study | str | Path], store: Store | str | Path, 
         return [run_one(tasks[0], say=say, executor=executor)]
     return map_ordered(partial(run_one, say=say if executor is None else _quiet), tasks, executor,
                        label="studies" if executor is not None else None)
+
+
+def run_studies_that_can_run(specs: Sequence[Study | str | Path], store: Store | str | Path,
+                             executor: Executor | None = None, say: Callable[[str], None] = _quiet
+                             ) -> tuple[list[StudyRun], list[str]]:
+    """As ``run_studies``, but a study its data cannot support (an InputError: e.g. a design with too
+    few schools on a small panel) is left out with its reason instead of stopping the others: the
+    runs that succeeded, in order, and one line per study left out. For ``impact demo``, whose
+    example studies run on panels of any size."""
+    path = str(store.path if isinstance(store, Store) else Path(store))
+    tasks = [StudyTask(as_study(s), path) for s in specs]
+    out = map_ordered(partial(run_one_or_why, say=say if executor is None else _quiet), tasks, executor,
+                      label="studies" if executor is not None else None)
+    return [r for r in out if not isinstance(r, str)], [r for r in out if isinstance(r, str)]

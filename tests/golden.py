@@ -40,6 +40,13 @@ def numbers(result: dict) -> dict[str, float]:
     return out
 
 
+#: Example studies the small panel cannot support (too few schools for the design: 9 academies moved
+#: trust among 3,000 schools, 19 stayers), so they have no golden file; the slow
+#: tests/test_issue14_recovery.py checks them on the national panel, and `impact demo --schools N`
+#: leaves them out with the reason on panels this small.
+NOT_ON_THE_SMALL_PANEL = ("mat_rebrokered_secondary_ks4",)
+
+
 def example_results(store) -> dict[str, dict]:
     from evaluation.data.panels import load_study_data
     from evaluation.pipeline import run_study
@@ -48,6 +55,8 @@ def example_results(store) -> dict[str, dict]:
     out = {}
     for path in sorted((ROOT / "studies").glob("*.toml")):
         study = load_study(path)
+        if study.id in NOT_ON_THE_SMALL_PANEL:
+            continue
         out[study.id] = run_study(study, load_study_data(store, study)).result
     return out
 

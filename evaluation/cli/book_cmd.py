@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -136,7 +137,7 @@ def _demo(args) -> int:
     from evaluation.data.panels import load_study_data
     from evaluation.multiverse import run_multiverse
     from evaluation.publish.writers import write_multiverse, write_results
-    from evaluation.runner import run_studies
+    from evaluation.runner import run_studies_that_can_run
     from evaluation.study import load_study
 
     t0 = time.perf_counter()
@@ -160,8 +161,19 @@ def _demo(args) -> int:
         chosen = []
     with ExitStack() as stack:
         executor = open_executor(stack, args)
-        runs = run_studies(studies, store, executor=executor,
-                           say=lambda m: None if m.startswith(" ") else say("  " + m))
+        runs, left_out = run_studies_that_can_run(studies, store, executor=executor,
+                                                  say=lambda m: None if m.startswith(" ") else say("  " + m))
+        ran = {r.result["study"]["id"] for r in runs}
+        for why in left_out:
+            say(f"  not run on this panel ({args.schools:,} schools): {why}")
+        for study in studies:  # the demo rewrites its examples' results: an older one would be stale
+            stale = Path(args.results) / study.id
+            if study.id not in ran and (stale / "result.json").exists():
+                shutil.rmtree(stale)
+                say(f"  removed {stale}/ (an earlier demo's result for a study not run this time)")
+        if not runs:
+            raise InputError(problem(f"no example study can be estimated on a panel of {args.schools:,} schools: "
+                                     + "; ".join(left_out), column="--schools", value=args.schools))
         for run in runs:
             say(f"  {run.result['study']['id']} -> {write_results(run, args.results)}/result.json")
         for study in chosen:
@@ -172,4 +184,4 @@ def _demo(args) -> int:
     _demo_self_evaluations(args, store, say)
     say("[demo 3/3] building the book")
     index, code = _build_book(args, say)
-    return code if index is None else _report(args, index, [s.id for s in studies], t0)
+    return code if index is None else _report(args, index, [s.id for s in studies if s.id in ran], t0)
