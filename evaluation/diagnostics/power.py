@@ -82,7 +82,7 @@ __all__ = ["Design", "PowerResult", "anova_icc", "change_variance", "design_mdes
            "semivariogram", "study_power"]
 
 #: Estimators whose post-joining contrasts use only the year before joining as the base.
-SINGLE_BASE_ESTIMATORS = ("callaway_santanna", "sun_abraham", "event_study")
+SINGLE_BASE_ESTIMATORS = ("callaway_santanna", "sun_abraham", "event_study", "chaisemartin_dhaultfoeuille")
 
 
 # ------------------------------------------------------------------------------ formula
