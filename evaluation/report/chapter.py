@@ -534,8 +534,10 @@ def _robustness_section(result: dict) -> str:
     rows = _pretrend_rows(result)
     failed = [r for r in rows if r[4].startswith("fails")]
     out += [(f"{len(failed)} of {len(rows)} pre-trend tests fail at the 5% level (see the event study above)."
-             if failed else f"None of the {len(rows)} pre-trend tests fails at the 5% level (see the event study "
-                            "above). A passed test is not proof of parallel trends: it may lack power."), ""]
+             if failed else ("The pre-trend test does not fail" if len(rows) == 1 else
+                             f"None of the {len(rows)} pre-trend tests fails")
+             + " at the 5% level (see the event study above). A passed test is not proof of parallel trends: "
+               "it may lack power."), ""]
     out += _placebo_lines(diag.get("placebo_dates"), result)
     out += _honest_did_lines(diag.get("honest_did"), result)
     bal = diag.get("balance") or {}
