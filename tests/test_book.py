@@ -638,7 +638,12 @@ def test_demo_book_reads_in_words(tmp_path):
              if not {"_static", "_sources"} & set(p.relative_to(html).parts) and p.name not in ("genindex.html",
                                                                                                  "search.html")]
     chapters = {p.stem for p in pages}
-    assert {p.stem for p in STUDIES.glob("*.toml")} <= chapters and "index" in chapters
+    # a study the smaller panel cannot support is left out, and the demo says so
+    said = out.getvalue() + err.getvalue()
+    left_out = {p.stem for p in STUDIES.glob("*.toml")
+                if re.search(rf"not (?:run on|published from) this panel \(4,000 schools\): {p.stem}: ", said)}
+    assert left_out <= {"mat_rebrokered_secondary_ks4"}, left_out
+    assert {p.stem for p in STUDIES.glob("*.toml")} - left_out <= chapters and "index" in chapters
     assert any(p.parent.name == "self" for p in pages)  # the self-evaluation's chapter
     raw = raw_names()
     hits = []

@@ -163,19 +163,25 @@ def _demo(args) -> int:
         executor = open_executor(stack, args)
         runs, left_out = run_studies_that_can_run(studies, store, executor=executor,
                                                   say=lambda m: None if m.startswith(" ") else say("  " + m))
-        ran = {r.result["study"]["id"] for r in runs}
         for why in left_out:
             say(f"  not run on this panel ({args.schools:,} schools): {why}")
+        ran = set()
+        for run in runs:
+            sid = run.result["study"]["id"]
+            try:
+                say(f"  {sid} -> {write_results(run, args.results)}/result.json")
+                ran.add(sid)
+            except InputError as err:  # e.g. too few schools to publish anything under disclosure control
+                left_out.append(f"{sid}: {err.render()}")
+                say(f"  not published from this panel ({args.schools:,} schools): {left_out[-1]}")
         for study in studies:  # the demo rewrites its examples' results: an older one would be stale
             stale = Path(args.results) / study.id
             if study.id not in ran and (stale / "result.json").exists():
                 shutil.rmtree(stale)
                 say(f"  removed {stale}/ (an earlier demo's result for a study not run this time)")
-        if not runs:
+        if not ran:
             raise InputError(problem(f"no example study can be estimated on a panel of {args.schools:,} schools: "
                                      + "; ".join(left_out), column="--schools", value=args.schools))
-        for run in runs:
-            say(f"  {run.result['study']['id']} -> {write_results(run, args.results)}/result.json")
         for study in chosen:
             say(f"  multiverse of {study.id}")
             mv = run_multiverse(study, load_study_data(store, study), executor=executor)
