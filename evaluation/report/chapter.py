@@ -488,7 +488,9 @@ def _clustering_lines(result: dict) -> list[str]:
             "Where the two differ much, the larger is the safer reading."
             + _chaining_words(cl), "",
             table(["Clustering", "SE", "95% CI", "Clusters", "Clusters with partnership schools"], rows,
-                  ["l", "r", "r", "r", "r"])]
+                  ["l", "r", "r", "r", "r"])] + [
+        "", *(f"Clustering {escape(r['clustering'].replace('_', ' '))}: not estimable here ({escape(r['reason'])})."
+              for r in cl.get("not_estimable", []))]
 
 
 def _small_cluster_block(small: dict | None) -> list[str]:

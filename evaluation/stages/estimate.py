@@ -56,6 +56,14 @@ def alternative_clusterings(spec: EstimationSpec, panel: pd.DataFrame, primary: 
         ov = res.overall
         if ov is None:
             continue
+        n_clusters = int(panel[column].nunique())
+        if kind != spec.cluster and (n_clusters < 2 or not np.isfinite(ov.se)):
+            # e.g. matched sets chaining every school into one cluster: no cluster-robust SE exists
+            out.setdefault("not_estimable", []).append({
+                "clustering": kind, "n_clusters": n_clusters,
+                "reason": (f"all {int(panel['urn'].nunique()):,} schools fall in {n_clusters} cluster(s), so no "
+                           "standard error clustered this way exists")})
+            continue
         if not np.isclose(ov.estimate, primary.overall.estimate, rtol=1e-9, atol=1e-12):
             raise RuntimeError(f"the {kind}-clustered refit changed the point estimate "
                                f"({ov.estimate!r} vs {primary.overall.estimate!r})")
