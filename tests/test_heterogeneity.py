@@ -173,6 +173,12 @@ def test_sentence_never_claims_a_difference_the_test_does_not_support():
     words = subgroup_sentence(ch, 0.05, 3, "points")
     assert words.startswith("The effect differs by size of the partnership (p = 0.010)")
     assert "small trusts" in words and "by chance" in words
+    assert "checks point to bias" not in words
+    # when the study's own checks point to bias, a claimed difference says it rests on equal bias
+    biased = subgroup_sentence(ch, 0.05, 1, "points", biased=True)
+    assert "checks point to bias" in biased and "the same in every subgroup" in biased
+    ch["test"]["p_value"] = 0.2
+    assert "checks point to bias" not in subgroup_sentence(ch, 0.05, 1, "points", biased=True)
     ch["test"] = None
     ch["note"] = "Every analysed partnership school is in one subgroup"
     assert subgroup_sentence(ch, 0.05, 1, "points").startswith("This study cannot compare")

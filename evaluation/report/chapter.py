@@ -641,7 +641,12 @@ TEST_UNITS = {"partnership": "whole partnerships' subgroups shuffled among partn
               "block": "each partnership's schools of one subgroup shuffled together, as a block"}
 
 
-def subgroup_sentence(ch: dict, alpha: float, n_tests: int, units: str) -> str:
+#: Added to a claimed subgroup difference when the study's own checks point to bias.
+BIASED_DIFFERENCE = (" The study's checks point to bias, so each subgroup's effect is in doubt: the difference "
+                     "stands only if the bias is the same in every subgroup.")
+
+
+def subgroup_sentence(ch: dict, alpha: float, n_tests: int, units: str, biased: bool = False) -> str:
     """One sentence a committee can read about one characteristic. It claims a difference only when
     the permutation test rejects equal effects at the study's alpha, and then says that several
     characteristics tested make a chance difference likely; otherwise it says the study cannot tell."""
@@ -663,6 +668,7 @@ def subgroup_sentence(ch: dict, alpha: float, n_tests: int, units: str) -> str:
     lo = min(shown, key=lambda s: s["estimate"])
     text = (f"The effect differs by {label} ({p_equals(test['p_value'])}): it was {num(hi['estimate'])} "
             f"{escape(units)} for {escape(hi['label'])} and {num(lo['estimate'])} for {escape(lo['label'])}.")
+    text += BIASED_DIFFERENCE if biased else ""
     if n_tests > 1:
         text += (f" With {n_tests} characteristics tested, one such difference could arise by chance: treat it "
                  "as a lead to follow up, not a finding on its own.")
@@ -725,7 +731,8 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
                     f"relabellings ({TEST_UNITS[t['unit']]}; {count(t['n_units'])} "
                     + ("partnerships" if t["unit"] == "partnership" else "blocks") + " relabelled"
                     + (f"; {count(t['failed'])} could not be estimated" if t.get("failed") else "") + ").", ""]
-        out += [f"**In words.** {subgroup_sentence(ch, het['alpha'], n_tests, units)}", ""]
+        biased = (result.get("verdict") or {}).get("answer") == "cannot_tell_bias"
+        out += [f"**In words.** {subgroup_sentence(ch, het['alpha'], n_tests, units, biased)}", ""]
     return "\n".join(out)
 
 

@@ -338,6 +338,8 @@ def subgroup_section(results: list[dict]) -> list[str]:
         het = r["heterogeneity"]
         n_tests = sum(1 for ch in het["characteristics"] if ch.get("test"))
         out.append(f"- {_study_ref(r)}:")
-        out += [f"  - {subgroup_sentence(ch, het['alpha'], n_tests, unit_words(r))}" for ch in het["characteristics"]]
+        biased = (r.get("verdict") or {}).get("answer") == "cannot_tell_bias"
+        out += [f"  - {subgroup_sentence(ch, het['alpha'], n_tests, unit_words(r), biased)}"
+                for ch in het["characteristics"]]
     out.append("")
     return out
