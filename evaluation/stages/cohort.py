@@ -86,28 +86,38 @@ def studied_memberships(study: Study, data: StudyData) -> pd.DataFrame:
     return m.sort_values(["urn", "joined", "partnership_id"], kind="stable")
 
 
+def _after_previous(m: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """For memberships sorted by school and date: days from the previous row's leaving date to this
+    row's joining date (NaN for a school's first row or when the previous row has not left), and
+    whether the previous row is of the same partnership."""
+    urn = m["urn"].to_numpy()
+    pid = m["partnership_id"].astype(str).to_numpy()
+    joined = pd.to_datetime(m["joined"]).to_numpy()
+    left = pd.to_datetime(m["left"]).to_numpy()
+    gap = np.full(len(m), np.nan)
+    same_pid = np.zeros(len(m), dtype=bool)
+    if len(m) > 1:
+        follows = (urn[1:] == urn[:-1]) & ~np.isnat(left[:-1])
+        gap[1:] = np.where(follows, (joined[1:] - left[:-1]) / np.timedelta64(1, "D"), np.nan)
+        same_pid[1:] = pid[1:] == pid[:-1]
+    return gap, same_pid
+
+
 def first_stays(studied: pd.DataFrame) -> pd.DataFrame:
     """Per school (index urn), its first stay in one partnership of the studied types: ``g`` of its
     first studied membership and ``last``, the last exposed year of that membership or of the
     memberships of the same partnership that follow it within ``MOVE_GAP_DAYS`` (a record split in
     two is one stay)."""
     m = studied.reset_index(drop=True)
+    gap, same_pid = _after_previous(m)
+    with np.errstate(invalid="ignore"):
+        cont = same_pid & (gap <= MOVE_GAP_DAYS)  # row i continues row i - 1's stay
     urn = m["urn"].to_numpy()
-    pid = m["partnership_id"].astype(str).to_numpy()
-    joined = pd.to_datetime(m["joined"]).to_numpy()
-    left = pd.to_datetime(m["left"]).to_numpy()
-    cont = np.zeros(len(m), dtype=bool)  # row i continues row i - 1's stay
-    if len(m) > 1:
-        gap = (joined[1:] - left[:-1]) / np.timedelta64(1, "D")
-        with np.errstate(invalid="ignore"):
-            cont[1:] = (urn[1:] == urn[:-1]) & (pid[1:] == pid[:-1]) & ~np.isnat(left[:-1]) & (gap <= MOVE_GAP_DAYS)
     first_row = np.r_[True, urn[1:] != urn[:-1]] if len(m) else np.zeros(0, dtype=bool)
     # rows of each school's first stay: its first row and the unbroken run of continuations after it
     stay_id = np.cumsum(~cont)
-    first_stay = stay_id[first_row]
-    in_first = np.isin(stay_id, first_stay)
-    out = m[in_first].groupby("urn").agg(g=("g", "first"), last=("last", "max"))
-    return out
+    in_first = np.isin(stay_id, stay_id[first_row])
+    return m[in_first].groupby("urn").agg(g=("g", "first"), last=("last", "max"))
 
 
 def studied_moves(studied: pd.DataFrame) -> pd.DataFrame:
@@ -115,17 +125,11 @@ def studied_moves(studied: pd.DataFrame) -> pd.DataFrame:
     docstring): the new membership's row, with ``moved_from`` (the partnership left) and
     ``since`` (the first year of results in the partnership left)."""
     m = studied.reset_index(drop=True)
-    urn = m["urn"].to_numpy()
-    pid = m["partnership_id"].astype(str).to_numpy()
-    joined = pd.to_datetime(m["joined"]).to_numpy()
-    left = pd.to_datetime(m["left"]).to_numpy()
-    move = np.zeros(len(m), dtype=bool)
-    if len(m) > 1:
-        gap = (joined[1:] - left[:-1]) / np.timedelta64(1, "D")
-        with np.errstate(invalid="ignore"):
-            move[1:] = ((urn[1:] == urn[:-1]) & ~np.isnat(left[:-1]) & (gap >= 0) & (gap <= MOVE_GAP_DAYS)
-                        & (pid[1:] != pid[:-1]))
+    gap, same_pid = _after_previous(m)
+    with np.errstate(invalid="ignore"):
+        move = ~same_pid & (gap >= 0) & (gap <= MOVE_GAP_DAYS)
     prev = np.flatnonzero(move) - 1
+    pid = m["partnership_id"].astype(str).to_numpy()
     out = m[move].assign(moved_from=pid[prev], since=m["g"].to_numpy()[prev].astype("int64"))
     return out.drop_duplicates("urn", keep="first")
 
