@@ -5,6 +5,11 @@ Fixed effects are absorbed by the method of alternating projections
 category variables"), accelerated with the Irons & Tuck (1969) extrapolation
 that fixest uses (Berge 2018). Group means come from ``np.bincount``, so a
 sweep is a handful of vectorised passes over the data.
+
+With one or two fixed effects, the smaller of two with few levels (school + year),
+:func:`feols` needs no iteration: it fits exactly from the sufficient statistics of
+:mod:`evaluation.estimators.twoway_exact` (school means + year dummies), in chunks, so no
+n x k copy of the data is made. ``details["absorb"]`` says which path ran.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import pandas as pd
 from evaluation.errors import InputError, problem
 from evaluation.estimators.results import EstimatorResult, VarianceConvention, estimate_table
 
-__all__ = ["demean", "SSC", "FeolsResult", "feols", "parse_formula", "VCOV_TYPES", "numeric_column",
+__all__ = ["demean", "SSC", "FeolsResult", "feols", "parse_formula", "VCOV_TYPES", "vcov_type", "numeric_column",
            "missing_column"]
 
 
@@ -319,8 +324,12 @@ def numeric_column(data: pd.DataFrame, col: str, *, file: str | None = None,
     return conv.to_numpy(dtype=float, na_value=np.nan)
 
 
-def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """y (n,), X (n,k) and term names; plain columns and a:b products without formulaic."""
+def _design_columns(data: pd.DataFrame, parsed: ParsedFormula
+                    ) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """y (n,), the regressors as a list of (n,) float64 columns and their term names.
+
+    Plain float64 columns are returned without a copy (read-only views).
+    """
     cols = set(map(str, data.columns))
 
     def check(expr: str):
@@ -338,9 +347,9 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
         if y.shape[1] != 1:
             raise InputError(problem("a single numeric dependent variable", value=parsed.lhs))
         y = y[:, 0]
-    blocks, names = [], []
+    columns, names = [], []
     if parsed.intercept:
-        blocks.append(np.ones((len(data), 1)))
+        columns.append(np.ones(len(data)))
         names.append("(Intercept)")
     for term in parsed.rhs:
         factors = [f.strip() for f in term.split(":")]
@@ -348,7 +357,7 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
             v = numeric_column(data, factors[0])
             for f in factors[1:]:
                 v = v * numeric_column(data, f)
-            blocks.append(v[:, None])
+            columns.append(v)
             names.append(term)
         else:
             if all(plain.fullmatch(f) for f in factors):
@@ -356,14 +365,24 @@ def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.n
                 raise missing_column(missing, data)
             check(term)
             mat, tnames = _formulaic(data, term, intercept=False)
-            blocks.append(mat)
+            columns.extend(np.ascontiguousarray(mat[:, j]) for j in range(mat.shape[1]))
             names.extend(tnames)
-    X = np.empty((len(data), sum(b.shape[1] for b in blocks)), order="F")
-    j = 0
-    for b in blocks:
-        X[:, j:j + b.shape[1]] = b
-        j += b.shape[1]
-    return y, X, names
+    return y, columns, names
+
+
+def _stack_columns(columns: list[np.ndarray], n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The columns (optionally only ``rows``, a boolean mask) as one Fortran-ordered matrix."""
+    m = n if rows is None else int(rows.sum())
+    X = np.empty((m, len(columns)), order="F")
+    for j, c in enumerate(columns):
+        X[:, j] = c if rows is None else c[rows]
+    return X
+
+
+def _design(data: pd.DataFrame, parsed: ParsedFormula) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """y (n,), X (n,k) and term names; plain columns and a:b products without formulaic."""
+    y, columns, names = _design_columns(data, parsed)
+    return y, _stack_columns(columns, len(data)), names
 
 
 def _formulaic(data: pd.DataFrame, expr: str, intercept: bool):
@@ -396,6 +415,33 @@ def _codes(data: pd.DataFrame, spec: str) -> np.ndarray:
         codes = pd.factorize(combined, use_na_sentinel=True)[0].astype(np.int64)
         codes[combined < 0] = -1
     return codes
+
+
+def _fast_codes(data: pd.DataFrame, spec: str) -> tuple[np.ndarray, int | None]:
+    """Codes for ``spec`` as :func:`_codes`, faster for integer columns with a small range.
+
+    An integer column whose values span at most ~4n (or 2**20) values is coded by offset
+    + bincount + cumsum (codes in sorted order of the values, dense, no missing): returns
+    (codes, number of levels). Otherwise falls back to :func:`_codes` and returns
+    (codes, None) (the codes then may hold -1 and need not be dense).
+    """
+    if "^" not in spec and spec in data.columns:
+        s = data[spec]
+        if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu" and len(s):
+            v = s.to_numpy()
+            lo, hi = int(v.min()), int(v.max())
+            span = hi - lo + 1
+            if span <= max(4 * v.size, 1 << 20) and -(1 << 62) < lo and hi < (1 << 62):
+                codes = v.astype(np.intp)
+                if lo:
+                    codes -= lo
+                present = np.bincount(codes, minlength=span) > 0
+                G = int(present.sum())
+                if G < span:
+                    remap = (np.cumsum(present) - 1).astype(np.intp)
+                    np.take(remap, codes, out=codes)
+                return codes, G
+    return _codes(data, spec), None
 
 
 def _refactor(codes: np.ndarray) -> tuple[np.ndarray, int]:
@@ -453,9 +499,25 @@ def _nested(fe: np.ndarray, cl: np.ndarray, G_fe: int) -> bool:
     return bool(np.all(first[fe] == cl))
 
 
+def vcov_type(vcov: str | None, cluster: str | None) -> str:
+    """The variance type a fit uses: ``vcov`` checked against ``cluster`` (default CR1 with a cluster,
+    iid without)."""
+    if vcov is None:
+        vcov = "CR1" if cluster else "iid"
+    if vcov not in VCOV_TYPES:
+        raise InputError(problem(f"vcov one of {', '.join(VCOV_TYPES)}", value=vcov))
+    if vcov in ("CR1", "CR0", "panelols") and not cluster:
+        raise InputError(problem(f"vcov={vcov!r} needs a cluster column (cluster=...)", value=vcov))
+    if cluster and vcov in ("iid", "hetero"):
+        raise InputError(problem(f"cluster={cluster!r} given with vcov={vcov!r}; use vcov='CR1' "
+                                 "(or 'CR0'/'panelols') for clustered standard errors", value=vcov))
+    return vcov
+
+
 def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
           weights: str | None = None, vcov: str | None = None, ssc: SSC | None = None,
-          drop_singletons: bool = False, fe_tol: float = 1e-12, alpha: float = 0.05) -> FeolsResult:
+          drop_singletons: bool = False, fe_tol: float = 1e-12, alpha: float = 0.05,
+          absorb: str = "auto") -> FeolsResult:
     """OLS with absorbed fixed effects, as fixest's ``feols``.
 
     formula: ``"y ~ x1 + x2 + a:b | fe1 + fe2"``; terms other than columns and
@@ -477,32 +539,43 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
         N/(N - k - #FE params), all effect levels counted (nested or not), no G/(G-1);
         t with N - k - #FE params df.
     ssc: overrides the fixest-style correction pieces for "iid"/"hetero"/"CR1".
+    absorb: how the fixed effects are absorbed. "auto" (default): exactly when there are
+      one or two effects and the smaller of two has at most 200 levels (and S x L <= 50M
+      cells; see :mod:`evaluation.estimators.twoway_exact`: school means + year dummies from
+      sufficient statistics, no iteration), otherwise by alternating projections;
+      "exact" or "alternating" force one (``details["absorb"]`` says which ran).
     """
     if not isinstance(data, pd.DataFrame):
         raise InputError(problem("a pandas DataFrame of data", value=type(data).__name__))
     parsed = parse_formula(formula)
-    if vcov is None:
-        vcov = "CR1" if cluster else "iid"
-    if vcov not in VCOV_TYPES:
-        raise InputError(problem(f"vcov one of {', '.join(VCOV_TYPES)}", value=vcov))
-    if vcov in ("CR1", "CR0", "panelols") and not cluster:
-        raise InputError(problem(f"vcov={vcov!r} needs a cluster column (cluster=...)", value=vcov))
-    if cluster and vcov in ("iid", "hetero"):
-        raise InputError(problem(f"cluster={cluster!r} given with vcov={vcov!r}; use vcov='CR1' "
-                                 "(or 'CR0'/'panelols') for clustered standard errors", value=vcov))
+    vcov = vcov_type(vcov, cluster)
+    if absorb not in ("auto", "exact", "alternating"):
+        raise InputError(problem("absorb one of 'auto', 'exact', 'alternating'", value=absorb))
     ssc = ssc or SSC()
     notes: list[str] = []
 
-    y, X, names = _design(data, parsed)
+    y, xcols, names = _design_columns(data, parsed)
     n_all = len(data)
-    ok = np.isfinite(y) & np.isfinite(X).all(axis=1)
-    fe_raw = [_codes(data, f) for f in parsed.fixed_effects]
-    for c in fe_raw:
-        ok &= c >= 0
+    ok = np.isfinite(y)
+    for c in xcols:
+        ok &= np.isfinite(c)
+    fe_raw, fe_dense = [], []
+    for f in parsed.fixed_effects:
+        c, G_f = _fast_codes(data, f)
+        fe_raw.append(c)
+        fe_dense.append(G_f)
+        if G_f is None:
+            ok &= c >= 0
     cl_raw = None
+    cl_dense = None
     if cluster:
-        cl_raw = _codes(data, cluster)
-        ok &= cl_raw >= 0
+        if cluster in parsed.fixed_effects:
+            j = parsed.fixed_effects.index(cluster)
+            cl_raw, cl_dense = fe_raw[j], fe_dense[j]
+        else:
+            cl_raw, cl_dense = _fast_codes(data, cluster)
+        if cl_dense is None:
+            ok &= cl_raw >= 0
     w = None
     n_zero = 0
     if weights:
@@ -516,84 +589,152 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
         ok &= np.isfinite(w)
         n_zero = int(np.sum(ok & (w == 0)))
         ok &= w != 0
-    n_na = int(n_all - ok.sum()) - n_zero
+    n_ok = int(ok.sum())
+    n_na = int(n_all - n_ok) - n_zero
     if n_na:
         notes.append(f"{n_na} observation(s) with missing values dropped")
     if n_zero:
         notes.append(f"{n_zero} observation(s) with zero weight dropped")
     sample = ok
+    complete = n_ok == n_all
     if drop_singletons and fe_raw:
-        fe_ok = [c[sample] for c in fe_raw]
+        fe_ok = [c if complete else c[sample] for c in fe_raw]
         keep = _drop_singletons(fe_ok)
         if not keep.all():
             idx = np.flatnonzero(sample)
             sample = sample.copy()
             sample[idx[~keep]] = False
+            complete = False
             notes.append(f"{int((~keep).sum())} singleton observation(s) dropped")
     n = int(sample.sum())
     if n == 0:
         raise InputError(problem("at least one complete observation; every row has a missing value "
                                  "in a variable of the model", value=formula))
-    if not sample.all():
+    if not complete:
         y = y[sample]
-        X = np.asfortranarray(X[sample])
-    wv = None if w is None else w[sample]
+        xcols = [c[sample] for c in xcols]
+    wv = None if w is None else (w if complete else w[sample])
     fe = []
     fe_sizes = {}
-    for name, c in zip(parsed.fixed_effects, fe_raw):
-        codes, G = _refactor(c[sample])
+    for name, c, G_f in zip(parsed.fixed_effects, fe_raw, fe_dense):
+        if complete and G_f is not None:
+            codes = c
+        else:
+            codes, G_f = _refactor(c if complete else c[sample])
         fe.append(codes)
-        fe_sizes[name] = G
+        fe_sizes[name] = G_f
+    k_all = len(xcols)
+    G = None
+    cl = None
+    if cluster:
+        if complete and cl_dense is not None:
+            cl, G = cl_raw, cl_dense
+        else:
+            cl, G = _refactor(cl_raw if complete else cl_raw[sample])
+        if G < 2:
+            raise InputError(problem("at least two clusters for clustered standard errors",
+                                     column=cluster, value=G))
+    nested = [_nested(c, cl, s) for c, s in zip(fe, fe_sizes.values())] if cluster else []
+    if wv is None:
+        raw_ss = np.array([float(c @ c) for c in xcols])
+    else:
+        raw_ss = np.array([float((c * wv) @ c) for c in xcols])
 
-    # absorb fixed effects
-    YX = np.empty((n, X.shape[1] + 1), order="F")
-    YX[:, 0] = y
-    YX[:, 1:] = X
-    if fe:
-        YX = demean(YX, fe, weights=wv, tol=fe_tol)
-    y_dm, X_dm = YX[:, 0], YX[:, 1:]
-    sw = None if wv is None else np.sqrt(wv)
-    Xw = X_dm if sw is None else X_dm * sw[:, None]
-    yw = y_dm if sw is None else y_dm * sw
-    XtX = Xw.T @ Xw
-    raw_ss = np.einsum("ij,ij->j", X, X) if wv is None else np.einsum("ij,ij,i->j", X, X, wv)
-    kept = _independent_columns(XtX, raw_ss, _COLLINEAR_TOL)
+    from evaluation.estimators import twoway_exact as _tw
+
+    sizes = list(fe_sizes.values())
+    exact = bool(fe) and _tw.applies(sizes) and absorb != "alternating"
+    if absorb == "exact" and not exact:
+        raise InputError(problem("absorb='exact' needs one or two fixed effects, the smaller with at "
+                                 f"most {_tw.MAX_SMALL_LEVELS} levels", value=sizes))
+    meat = None
+    if exact:
+        ia = int(np.argmax(sizes)) if len(fe) == 2 else 0
+        a_codes, S = fe[ia], sizes[ia]
+        if len(fe) == 2:
+            t_codes, L = fe[1 - ia], sizes[1 - ia]
+        else:
+            t_codes, L = None, 0
+        zcols = [y] + xcols
+        p1 = _tw.pass1(a_codes, t_codes, zcols, wv, S, L)
+        zbar = _tw.means(p1)
+        p2 = _tw.pass2(a_codes, t_codes, zcols, wv, zbar, L)
+        sol = _tw.solve(p1, p2, raw_ss, _COLLINEAR_TOL, _independent_columns)
+        kept = sol.kept_x
+        resid = np.empty(n)
+        p3 = _tw.pass3(a_codes, t_codes, zcols, wv, sol,
+                       cl=cl if vcov in ("CR1", "CR0", "panelols") else None, G=G or 0,
+                       nested=nested[ia] if cluster else True, hetero=vcov == "hetero",
+                       residuals=resid)
+        beta, bread, rss = sol.beta, sol.bread, p3["rss"]
+        if vcov == "hetero":
+            meat = p3["meat"]
+        elif vcov != "iid":
+            meat = _tw.cluster_meat(p3, sol)
+        big, small = parsed.fixed_effects[ia], (parsed.fixed_effects[1 - ia] if L else None)
+        absorbed = (f"exact two-way ({big} means + {small} dummies)" if small
+                    else f"exact one-way ({big} means)")
+    else:
+        # absorb fixed effects by alternating projections
+        YX = np.empty((n, k_all + 1), order="F")
+        YX[:, 0] = y
+        for j, c in enumerate(xcols):
+            YX[:, 1 + j] = c
+        if fe:
+            YX = demean(YX, fe, weights=wv, tol=fe_tol)
+        y_dm, X_dm = YX[:, 0], YX[:, 1:]
+        sw = None if wv is None else np.sqrt(wv)
+        Xw = X_dm if sw is None else X_dm * sw[:, None]
+        yw = y_dm if sw is None else y_dm * sw
+        XtX = Xw.T @ Xw
+        kept = _independent_columns(XtX, raw_ss, _COLLINEAR_TOL)
+        XtX = XtX[np.ix_(kept, kept)]
+        Xw = Xw[:, kept]
+        X_dm = X_dm[:, kept]
+        if kept:
+            bread = np.linalg.inv(XtX)
+            beta = bread @ (Xw.T @ yw)
+            resid = y_dm - X_dm @ beta
+        else:
+            bread = np.empty((0, 0))
+            beta = np.empty(0)
+            resid = y_dm.copy()
+        ew = resid if sw is None else resid * sw
+        rss = float(ew @ ew)
+        if vcov != "iid":
+            scores = Xw * ew[:, None]
+            meat = scores.T @ scores if vcov == "hetero" else _cluster_meat(scores, cl, G)
+        absorbed = "alternating projections" if len(fe) > 1 else \
+            ("one-way (group means)" if fe else "none")
+    return _finish(formula=formula, cluster=cluster, vcov=vcov, ssc=ssc, alpha=alpha, names=names,
+                   kept=kept, beta=beta, bread=bread, meat=meat, rss=rss, n=n, fe_sizes=fe_sizes,
+                   nested=nested, G=G, notes=notes, absorbed=absorbed, sample=sample,
+                   residuals=resid)
+
+
+def _finish(*, formula, cluster, vcov, ssc, alpha, names, kept, beta, bread, meat, rss, n,
+            fe_sizes, nested, G, notes, absorbed, sample, residuals) -> FeolsResult:
+    """Degrees of freedom, variance and the FeolsResult from the pieces of a fit.
+
+    meat: sum of score outer products (hetero) or of cluster-summed scores (clustered);
+    nested: for each fixed effect, whether it is nested in the clusters.
+    """
+    fe = list(fe_sizes)
     dropped = [names[j] for j in range(len(names)) if j not in kept]
     if dropped:
         notes.append("dropped for collinearity (with other regressors or the fixed effects): "
                      + ", ".join(dropped))
     names_k = [names[j] for j in kept]
-    XtX = XtX[np.ix_(kept, kept)]
-    Xw = Xw[:, kept]
-    X_dm = X_dm[:, kept]
     k = len(kept)
-    if k:
-        bread = np.linalg.inv(XtX)
-        beta = bread @ (Xw.T @ yw)
-        resid = y_dm - X_dm @ beta
-    else:
-        bread = np.empty((0, 0))
-        beta = np.empty(0)
-        resid = y_dm.copy()
-    ew = resid if sw is None else resid * sw
-    rss = float(ew @ ew)
 
     # degrees of freedom
     n_fe_params = (sum(fe_sizes.values()) - (len(fe) - 1)) if fe else 0
     nparams = k + n_fe_params
-    G = None
-    cl = None
-    if cluster:
-        cl, G = _refactor(cl_raw[sample])
-        if G < 2:
-            raise InputError(problem("at least two clusters for clustered standard errors",
-                                     column=cluster, value=G))
     if ssc.fixef_K == "none":
         K = k
     elif ssc.fixef_K == "full" or not cluster or vcov == "panelols":
         K = nparams
     else:
-        nested = [_nested(c, cl, s) for c, s in zip(fe, fe_sizes.values())]
         if fe and all(nested):
             K = k + 1
         else:
@@ -611,8 +752,6 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
         conv = VarianceConvention("iid", f"{corr} with K={K} (regressors + fixed-effect levels); "
                                   "the usual OLS / within-estimator standard errors", df=n - K)
     elif vcov == "hetero":
-        scores = Xw * ew[:, None]
-        meat = scores.T @ scores
         factor = (n / (n - K)) if (ssc.adj and ssc.cluster_adj) else \
             ((n - 1) / (n - K) if ssc.adj else (n / (n - 1) if ssc.cluster_adj else 1.0))
         V = factor * bread @ meat @ bread
@@ -621,8 +760,6 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
                                   if ssc.adj and ssc.cluster_adj else f"factor {factor:.6g}",
                                   df=n - K)
     else:
-        scores = Xw * ew[:, None]
-        meat = _cluster_meat(scores, cl, G)
         V0 = bread @ meat @ bread
         if vcov == "panelols":
             df_resid = n - nparams
@@ -652,9 +789,10 @@ def feols(data: pd.DataFrame, formula: str, *, cluster: str | None = None,
     table = estimate_table(names_k, beta, se, conv, alpha=alpha)
     n_units = next(iter(fe_sizes.values())) if fe_sizes else n
     details = {"formula": formula, "fixed_effects": fe_sizes, "dof_K": int(K),
-               "n_params_with_fe": int(nparams), "dropped_collinear": dropped, "rss": rss}
+               "n_params_with_fe": int(nparams), "dropped_collinear": dropped, "rss": rss,
+               "absorb": absorbed}
     return FeolsResult(
         estimator="feols", variance=conv, n_obs=n, n_units=int(n_units), coefficients=table,
         notes=notes, details=details, formula=formula,
         params=pd.Series(beta, index=names_k), vcov=pd.DataFrame(V, index=names_k, columns=names_k),
-        fe_sizes=fe_sizes, dof_K=int(K), rss=rss, sample=sample, residuals=resid)
+        fe_sizes=fe_sizes, dof_K=int(K), rss=rss, sample=sample, residuals=residuals)
