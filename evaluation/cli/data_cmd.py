@@ -17,7 +17,8 @@ def register(sub) -> None:
                               description="Validate FILE against data_schemas/TABLE.toml and load it in one "
                                           "transaction: on any problem nothing is changed.")
     imp.add_argument("table", choices=TABLE_ORDER, metavar="TABLE", help=f"one of {', '.join(TABLE_ORDER)}")
-    imp.add_argument("file", metavar="FILE", help="CSV (UTF-8 or Windows-1252) or Parquet")
+    imp.add_argument("file", metavar="FILE", help="CSV (UTF-8 or Windows-1252) or Parquet; for pupils also a "
+                     "directory of Parquet files (hive partitions such as key_stage=KS4/year=2019/)")
     imp.add_argument("--append", action="store_true", help="add rows instead of replacing the table")
     _store_args(imp)
     imp.set_defaults(handler=_import)
@@ -46,6 +47,10 @@ def register(sub) -> None:
     syn.add_argument("--out", help="directory for the CSV files (default: <store dir>/synthetic)")
     syn.add_argument("--covid-gap", action="store_true",
                      help="publish no KS2/KS4 results for 2020 and 2021, as in reality")
+    syn.add_argument("--pupils", action="store_true",
+                     help="also generate the synthetic pupil panel (about 15 million rows at 20,000 schools), "
+                          "consistent with the school panel, as Parquet beside the store, with its truth "
+                          "(table truth_pupils)")
     _store_args(syn)
     syn.set_defaults(handler=_synthesize)
 
@@ -65,6 +70,8 @@ def _store(args):
 
 
 def _import(args) -> int:
+    if args.table == "pupils":
+        return _import_pupils(args)
     store = _store(args)
     vt = store.import_file(args.table, args.file, append=args.append)
     result = {"table": vt.name, "file": vt.source.label, "rows": vt.rows, "sha256": vt.source.sha256,
@@ -80,10 +87,41 @@ def _import(args) -> int:
     return 0
 
 
+def _import_pupils(args) -> int:
+    from evaluation.data.pupils import import_pupils
+
+    store = _store(args)
+    report = import_pupils(store.path, args.file, append=args.append)
+    if args.json:
+        emit_json({**report.to_dict(), "store": str(store.path)})
+        return 0
+    print(f"imported {report.rows:,} pupil rows from {report.source} ({report.mode}) -> {report.dataset} "
+          f"in {report.seconds:.1f} s")
+    for part in report.partitions:
+        print(f"  {part['key_stage']} {part['year']}: {part['rows']:,} rows")
+    if report.missing_values_kept:
+        print(f"{report.missing_values_kept:,} suppressed values kept with their reason")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def _check(args) -> int:
     from evaluation.data.validate import read_raw, validate
 
     store = _store(args)
+    if args.table == "pupils":
+        from evaluation.data.pupils import check_pupils
+
+        report = check_pupils(store.path, args.file)
+        if args.json:
+            emit_json({"table": "pupils", "file": report.source, "rows": report.rows, "valid": True,
+                       "notes": report.notes, "missing_values_kept": report.missing_values_kept})
+        else:
+            print(f"{report.source}: {report.rows:,} rows are valid pupils data")
+            for note in report.notes:
+                print(f"note: {note}")
+        return 0
     needs_refs = args.table not in ("schools", "partnerships")
     refs = store.reference_tables() if needs_refs and store.exists() else None
     vt = validate(args.table, read_raw(args.file), refs)
@@ -105,7 +143,12 @@ def _info(args) -> int:
     rows = store.info()
     result = {"store": str(store.path), "fingerprint": store.fingerprint(),
               "tables": [{"table": r.table, "rows": r.rows, "first_year": r.first_year, "last_year": r.last_year,
-                          "sources": r.sources} for r in rows]}
+                          "sources": r.sources, **({"path": r.path, "key_stages": r.key_stages} if r.path else {})}
+                         for r in rows]}
+    if any(r.table == "pupils" for r in rows):
+        from evaluation.data.pupils import pupils_summary
+
+        result["pupils"] = pupils_summary(store.path)
     if args.json:
         emit_json(result)
         return 0
@@ -115,11 +158,18 @@ def _info(args) -> int:
     for r in rows:
         years = f"{r.first_year}-{r.last_year}" if r.first_year is not None else ""
         src = r.sources[-1] if r.sources else None
-        where = (f"{src['source_file']} ({src['source_sha256'][:12]}, {src['imported_at']})" if src else
+        where = (f"{src['source_file']} ({(src['source_sha256'] or '')[:12]}, {src['imported_at']})" if src else
                  ("kept reasons for suppressed values" if r.table == "missing_values" else "derived"))
         print(f"{r.table:<16} {r.rows:>10,}  {years:<11}  {where}")
         for older in r.sources[:-1]:
-            print(f"{'':<41}{older['source_file']} ({older['source_sha256'][:12]}, {older['imported_at']})")
+            print(f"{'':<41}{older['source_file']} ({(older['source_sha256'] or '')[:12]}, {older['imported_at']})")
+        if r.path:
+            print(f"{'':<41}Parquet dataset {r.path} (key stages {', '.join(r.key_stages or [])})")
+    pupils = result.get("pupils")
+    if pupils:
+        print("pupils by key stage and year:")
+        for part in pupils["partitions"]:
+            print(f"  {part['key_stage']} {part['year']}: {part['rows']:>10,} rows")
     return 0
 
 
@@ -130,12 +180,15 @@ def _synthesize(args) -> int:
     if args.schools < 200:
         raise InputError(f"--schools {args.schools}: expected at least 200 schools")
     result = synthesize(_store(args), seed=args.seed, n_schools=args.schools, out_dir=args.out,
-                        covid_gap=args.covid_gap, progress=(lambda m: None) if args.json else None)
+                        covid_gap=args.covid_gap, progress=(lambda m: None) if args.json else None,
+                        pupils=args.pupils)
     if args.json:
         emit_json(result)
     else:
         print(f"synthetic national panel (seed {args.seed}) loaded into {result['store']}:")
         for name, n in result["rows"].items():
-            print(f"  {name:<14} {n:>9,} rows")
+            print(f"  {name:<14} {n:>10,} rows")
+        if args.pupils:
+            print(f"pupil panel (Parquet): {result['pupils_dataset']}")
         print("run `impact data info` to see the store")
     return 0

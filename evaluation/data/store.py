@@ -5,11 +5,14 @@ the store keeps ``missing_values`` (the DfE reason for every suppressed cell) an
 ``imports`` (provenance: which file, its SHA-256, when, how many rows). An import
 is one transaction: if validation fails nothing is opened for writing, and if the
 write fails or is interrupted the transaction rolls back, leaving the store as it was.
+
+Pupils are the exception: they are a Parquet dataset beside the DuckDB file
+(``<store stem>.pupils/``, see :mod:`evaluation.data.pupils`), validated and written
+with DuckDB over the files; their imports and suppressed values are recorded here.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,27 +24,11 @@ import pandas as pd
 
 from evaluation import __version__
 from evaluation.data.schema import TABLE_ORDER, TableSchema, all_schemas, load_schema
+from evaluation.data.store_layout import DEFAULT_STORE, STORE_ENV, default_store_path  # noqa: F401 (re-exported)
+from evaluation.data.store_layout import IMPORTS_DDL as _IMPORTS_DDL
+from evaluation.data.store_layout import MISSING_DDL as _MISSING_DDL
 from evaluation.data.validate import MISSING_COLUMNS, ValidatedTable, empty_missing_table, read_raw, validate
 from evaluation.errors import InputError, problem
-
-DEFAULT_STORE = Path("data") / "impact.duckdb"
-STORE_ENV = "IMPACT_STORE"
-
-_IMPORTS_DDL = """
-CREATE TABLE IF NOT EXISTS imports (
-    import_id BIGINT, table_name VARCHAR, mode VARCHAR, source_file VARCHAR, source_path VARCHAR,
-    source_sha256 VARCHAR, source_kind VARCHAR, rows_read BIGINT, rows_kept BIGINT, notes VARCHAR,
-    imported_at VARCHAR, tool_version VARCHAR)
-"""
-_MISSING_DDL = """
-CREATE TABLE IF NOT EXISTS missing_values (
-    table_name VARCHAR, row_key VARCHAR, urn BIGINT, "year" BIGINT, column_name VARCHAR,
-    code VARCHAR, meaning VARCHAR)
-"""
-
-
-def default_store_path() -> Path:
-    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
 
 
 def _table_ddl(schema: TableSchema) -> str:
@@ -57,21 +44,25 @@ class TableInfoRow:
     first_year: int | None
     last_year: int | None
     sources: list[dict]
+    path: str | None = None  # a table stored outside the DuckDB file (pupils: the Parquet dataset)
+    key_stages: list[str] | None = None
 
 
 #: The tables the data fingerprint covers: everything a school-level study or self-evaluation reads.
 FINGERPRINT_TABLES = ("schools", "partnerships", "memberships", "school_years", "school_attributes")
 
 
-def fingerprint_tables(frames: Mapping[str, pd.DataFrame]) -> str:
+def fingerprint_tables(frames: Mapping[str, pd.DataFrame], pupils: str | None = None) -> str:
     """THE data fingerprint (one definition for `impact data info`, every result.json and the book).
 
     SHA-256 over, for each of schools, partnerships, memberships and school_years present (in that
     order): the table's name and a newline, then its canonical CSV text (every schema column in
     schema order, rows sorted by the table's key, as ``Store.read_table`` returns them, ``\\n`` line
     ends, no index); school_attributes only when it has rows (so a store without user attributes keeps
-    the fingerprint it had before the table existed). The pupils table and derived tables are not part
-    of it."""
+    the fingerprint it had before the table existed); then, when the store has pupil data, ``pupils``
+    and a newline followed by ``pupils`` (the dataset's content hash,
+    :func:`evaluation.data.pupils.pupils_fingerprint`) and a newline, so a store without pupils keeps
+    the fingerprint it had before pupils could be imported. Derived tables are not part of it."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -80,6 +71,8 @@ def fingerprint_tables(frames: Mapping[str, pd.DataFrame]) -> str:
             continue
         digest.update(name.encode() + b"\n")
         digest.update(frames[name].to_csv(index=False, lineterminator="\n").encode())
+    if pupils:
+        digest.update(b"pupils\n" + pupils.encode() + b"\n")
     return digest.hexdigest()
 
 
@@ -118,7 +111,16 @@ class Store:
     # ----------------------------------------------------------------- reading
     def read_table(self, table: str, columns: Iterable[str] | None = None, where: str | None = None,
                    params: list | None = None) -> pd.DataFrame:
-        """A table as a DataFrame with the dtypes its schema declares, sorted by key."""
+        """A table as a DataFrame with the dtypes its schema declares, sorted by key.
+
+        ``pupils`` is read from the Parquet dataset (``where`` is not supported there: use
+        :func:`evaluation.data.pupils.read_pupils` and its filters)."""
+        if table == "pupils":
+            from evaluation.data.pupils import read_pupils
+
+            if where is not None:
+                raise ValueError("read the pupils with evaluation.data.pupils.read_pupils and its filters")
+            return read_pupils(self.path, columns)
         schema = load_schema(table)
         wanted = list(columns) if columns is not None else schema.column_names
         unknown = [c for c in wanted if c not in schema.column_names]
@@ -163,11 +165,25 @@ class Store:
         """Validate ``path`` as ``table`` and write it in one transaction."""
         if table not in TABLE_ORDER:
             raise InputError(problem(f"unknown table {table!r}: expected one of {', '.join(TABLE_ORDER)}"))
+        if table == "pupils":  # a Parquet dataset beside the store, validated with DuckDB over the file
+            from evaluation.data.pupils import import_pupils
+
+            return import_pupils(self.path, path, append=append)
         raw = read_raw(path)
         validated = validate(table, raw, self.reference_tables() if table not in ("schools", "partnerships")
                              else None)
         self.write_tables([validated], append=append, interrupt_hook=interrupt_hook)
         return validated
+
+    def drop_tables(self, names: Iterable[str]) -> None:
+        """Drop derived tables (e.g. a synthetic truth table a new panel does not have), if present."""
+        present = set(self.tables())
+        wanted = [n for n in names if n in present]
+        if not wanted:
+            return
+        with self._connect(write=True) as con:
+            for name in wanted:
+                con.execute(f'DROP TABLE IF EXISTS "{name}"')
 
     def write_tables(self, tables: list[ValidatedTable], append: bool = False, interrupt_hook=None,
                      extra: Mapping[str, pd.DataFrame] | None = None) -> None:
@@ -175,6 +191,8 @@ class Store:
 
         ``extra`` holds derived tables outside the input schemas (e.g. the synthetic
         panel's truth tables); each replaces any table of the same name."""
+        if any(vt.name == "pupils" for vt in tables):
+            raise ValueError("pupils are stored as a Parquet dataset: use evaluation.data.pupils.import_pupils")
         if append:
             self._check_append_keys(tables)
         self._check_dependents(tables, append)
@@ -261,6 +279,15 @@ class Store:
                                 f"replacing {parent} would leave {len(orphans)} {child} row value(s) pointing at "
                                 f"no {parent} row (e.g. {spec.name} {orphans[0]}): import a {parent} file that "
                                 f"includes them, or re-import {child} too", file=label, column=ref_col))
+        if "schools" in incoming:
+            from evaluation.data.pupils import partition_dependents, pupils_path
+
+            orphans = partition_dependents(self.path, incoming["schools"]["urn"].dropna())
+            if orphans:
+                raise InputError(problem(
+                    f"replacing schools would leave the pupils of {len(orphans)} school(s) pointing at no schools "
+                    f"row (e.g. urn {orphans[0]}): import a schools file that includes them, or re-import pupils "
+                    f"(or remove {pupils_path(self.path)})", file=tables[0].source.label, column="urn"))
 
     def read_extra(self, name: str) -> pd.DataFrame:
         """A derived table written through ``extra`` (e.g. ``truth_effects``)."""
@@ -270,20 +297,25 @@ class Store:
             return con.execute(f'SELECT * FROM "{name}"').fetchdf()
 
     def fingerprint(self) -> str:
-        """The data fingerprint (``fingerprint_tables``) of this store's school-level tables.
+        """The data fingerprint (``fingerprint_tables``) of this store's school-level tables and, when it
+        has them, its pupils (the Parquet dataset's content hash).
 
         Equal fingerprints mean equal data, whatever file or store they came from; a study run on
         this store records the same value in result.json ``provenance.data_fingerprint``."""
-        try:  # the file and its write-ahead log: a change to either is new data
+        from evaluation.data.pupils import dataset_stamp, pupils_fingerprint
+
+        try:  # the file and its write-ahead log: a change to either is new data; and the pupils dataset
             stamp = tuple((st.st_mtime_ns, st.st_size) for st in
                           (Path(f).stat() for f in (self.path, f"{self.path}.wal") if Path(f).exists()))
+            stamp += (dataset_stamp(self.path),)
         except OSError:
             stamp = None
         cached = getattr(self, "_fingerprint_cache", None)
         if stamp is not None and cached is not None and cached[0] == stamp:
             return cached[1]
         present = self.tables()
-        value = fingerprint_tables({name: self.read_table(name) for name in FINGERPRINT_TABLES if name in present})
+        value = fingerprint_tables({name: self.read_table(name) for name in FINGERPRINT_TABLES if name in present},
+                                   pupils=pupils_fingerprint(self.path))
         self._fingerprint_cache = (stamp, value)
         return value
 
@@ -308,7 +340,26 @@ class Store:
                         sources.append({k: rec[k] for k in ("source_file", "source_sha256", "imported_at", "mode",
                                                              "rows_kept", "tool_version")})
                 rows.append(TableInfoRow(name, int(n), first, last, sources))
+        pupils = self._pupils_info(imports)
+        if pupils is not None:  # in TABLE_ORDER's place, before the tables that follow pupils
+            after = [i for i, r in enumerate(rows) if r.table in TABLE_ORDER[TABLE_ORDER.index("pupils") + 1:]
+                     or r.table not in TABLE_ORDER]
+            rows.insert(after[0] if after else len(rows), pupils)
         return rows
+
+    def _pupils_info(self, imports: pd.DataFrame) -> TableInfoRow | None:
+        from evaluation.data.pupils import pupils_summary
+
+        summary = pupils_summary(self.path)
+        if summary is None:
+            return None
+        sources = []
+        if len(imports):
+            for rec in imports[imports["table_name"] == "pupils"].to_dict("records"):
+                sources.append({k: rec[k] for k in ("source_file", "source_sha256", "imported_at", "mode",
+                                                     "rows_kept", "tool_version")})
+        return TableInfoRow("pupils", summary["rows"], summary["first_year"], summary["last_year"], sources,
+                            path=summary["path"], key_stages=summary["key_stages"])
 
 
 def _empty_frame(schema: TableSchema, columns: list[str]) -> pd.DataFrame:

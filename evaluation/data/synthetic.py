@@ -30,12 +30,15 @@ in units of the between-school SD of alpha. Membership m adds tau_m(e) with e th
 years since first exposure (``calendar.first_exposed_year``), times the membership's
 size and distance factors for multi-academy trusts; effects add across concurrent
 memberships and end when the membership ends. Each outcome is y = clip(mu_t + lambda * q + noise), the
-noise shrinking with the cohort size n as a pupil-level SD / sqrt(n). The truth
+noise shrinking with the cohort size n as the within-school pupil SD / sqrt(n)
+(``Outcome.within_sd``). The truth
 tables hold, per school-year and membership, the realised effect on every outcome,
 y(q0 + tau) - y(q0) with the same noise, before rounding for publication.
 
 Everything is drawn from one ``numpy.random.Generator`` seeded by ``seed``, in a
-fixed order, so the same seed gives byte-identical tables.
+fixed order, so the same seed gives byte-identical tables. A pupil panel consistent with
+these tables (school means equal to the published values, planted effects split between
+disadvantaged and other pupils) is drawn by ``evaluation.data.synthetic_pupils``.
 """
 
 from __future__ import annotations
@@ -115,6 +118,15 @@ class Outcome:
     hi: float
     percent: bool = False
 
+    @property
+    def within_sd(self) -> float:
+        """The pupil-level SD within a school-year: the total pupil SD ``pupil_sd`` less the
+        between-school part, ``sqrt(pupil_sd^2 - loading^2 (1 + SD_U^2))`` (latent quality has
+        variance 1 + SD_U^2 across school-years). A school's result is the mean of its cohort, so
+        its sampling noise is ``within_sd / sqrt(cohort)`` (non-percentage outcomes); the pupil
+        panel (``evaluation.data.synthetic_pupils``) draws pupils with this within-school SD."""
+        return float(np.sqrt(self.pupil_sd**2 - self.loading**2 * (1 + SD_U**2)))
+
 
 def _means(values: list[float]) -> dict:
     return dict(zip(YEARS.tolist(), values))
@@ -122,21 +134,27 @@ def _means(values: list[float]) -> dict:
 
 # National means by year (stylised on published series; 2020 and 2021, when no tests were
 # sat, are interpolated unless the COVID gap is switched on).
+# Calibration (issue item 2): the loadings of Attainment 8, Progress 8 and KS2 reading and maths
+# progress, and the 2019 Attainment 8 mean, are set so that the 2019 panel (seed 2024, 20,000
+# schools) matches the 2018/19 KS4 and KS2 tables of state-funded mainstream schools: among
+# secondaries with a published Progress 8, Attainment 8 mean 47.0 and between-school SD 9.2,
+# Progress 8 SD 0.50; among primaries with published progress, reading and maths progress SD 2.4
+# (tests/test_synthetic_pupils.py::test_2019_panel_matches_the_published_figures).
 OUTCOMES = [
     Outcome("ks2_rwm_expected_pct", "primary", 12.0, 48.0,
             _means([54, 55, 56, 57, 58, 59, 53, 61, 64, 65, 63, 61, 59, 59, 61]), 0, 0, 100, True),
     Outcome("ks2_rwm_high_pct", "primary", 4.5, 28.0,
             _means([7, 7, 8, 8, 9, 9, 5, 9, 10, 11, 10, 9, 7, 8, 8]), 0, 0, 100, True),
-    Outcome("ks2_reading_progress", "primary", 1.4, 6.0, _means([0.0] * 15), 2, -30, 30),
+    Outcome("ks2_reading_progress", "primary", 2.07, 6.0, _means([0.0] * 15), 2, -30, 30),
     Outcome("ks2_writing_progress", "primary", 1.5, 6.0, _means([0.0] * 15), 2, -30, 30),
-    Outcome("ks2_maths_progress", "primary", 1.5, 5.5, _means([0.0] * 15), 2, -30, 30),
+    Outcome("ks2_maths_progress", "primary", 2.10, 5.5, _means([0.0] * 15), 2, -30, 30),
     Outcome("ks2_reading_score", "primary", 2.2, 7.5,
             _means([103, 103, 103, 103, 103, 103, 103, 104, 105, 104, 104, 105, 105, 105, 105]), 1, 80, 120),
     Outcome("ks2_maths_score", "primary", 2.4, 7.0,
             _means([102, 102, 103, 103, 103, 103, 103, 104, 104, 105, 105, 104, 104, 104, 104]), 1, 80, 120),
-    Outcome("ks4_attainment8", "secondary", 7.0, 19.0,
-            _means([47, 47, 48, 48, 48, 48, 50, 46, 46, 47, 50, 51, 49, 46, 46]), 1, 0, 90),
-    Outcome("ks4_progress8", "secondary", 0.42, 1.25, _means([0.0] * 15), 2, -10, 10),
+    Outcome("ks4_attainment8", "secondary", 8.66, 19.0,
+            _means([47, 47, 48, 48, 48, 48, 50, 46, 46, 46.5, 50, 51, 49, 46, 46]), 1, 0, 90),
+    Outcome("ks4_progress8", "secondary", 0.47, 1.25, _means([0.0] * 15), 2, -10, 10),
     Outcome("ks4_basics_94_pct", "secondary", 11.0, 48.0,
             _means([60, 61, 62, 62, 63, 63, 63, 64, 64, 65, 71, 72, 69, 65, 65]), 0, 0, 100, True),
     Outcome("ks4_basics_95_pct", "secondary", 12.0, 50.0,
@@ -637,7 +655,7 @@ def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataF
             p = np.clip(mean / 100, 0.02, 0.98)
             noise_sd = 100 * np.sqrt(p * (1 - p) / safe_n)
         else:
-            noise_sd = out.pupil_sd / np.sqrt(safe_n)
+            noise_sd = out.within_sd / np.sqrt(safe_n)
         noise = rng.normal(0, 1, len(si)) * noise_sd
         y0 = np.clip(mean + out.loading * q_untreated + noise, out.lo, out.hi)
         y1 = np.clip(mean + out.loading * q_treated + noise, out.lo, out.hi)
@@ -658,6 +676,7 @@ def _assemble(b: _Builder, m: pd.DataFrame, tau: np.ndarray, mem_years: pd.DataF
             "effects": {f"{t}:{k}" if k else t: {"full": f, "ramp_years": r}
                         for (t, k), (f, r) in b.effect_sizes.items()},
             "rho": RHO, "sd_transitory": SD_U, "pupil_sd": {o.name: o.pupil_sd for o in OUTCOMES},
+            "within_school_sd": {o.name: round(o.within_sd, 6) for o in OUTCOMES if not o.percent},
             "loading": {o.name: o.loading for o in OUTCOMES},
             "heterogeneity": {"kinds": [":".join(k) for k in HETEROGENEOUS_KINDS],
                               "trust_size": {w: f for (_, _, w), f in zip(TRUST_SIZE_BINS, SIZE_FACTORS)},
