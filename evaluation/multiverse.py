@@ -605,8 +605,13 @@ def _task_data(study: Study, data: StudyData) -> StudyData:
     years = data.school_years[data.school_years["urn"].isin(urns)]
     trimmed = StudyData(schools=data.schools[in_phase].reset_index(drop=True), partnerships=data.partnerships,
                         memberships=data.memberships, school_years=years.reset_index(drop=True), truth=None,
-                        fingerprint=data.fingerprint)
+                        fingerprint=data.fingerprint, pupils=_without_truth(data.pupils))
     return trimmed if trimmed.years == data.years and len(years) else StudyData(
         data.schools, data.partnerships, data.memberships, data.school_years, truth=None,
-        fingerprint=data.fingerprint)
+        fingerprint=data.fingerprint, pupils=_without_truth(data.pupils))
+
+
+def _without_truth(pupils):
+    """A pupil-level study's pupil cells (its outcome is made from them), without the synthetic truth."""
+    return None if pupils is None else replace(pupils, truth=None)
 

@@ -26,7 +26,7 @@ from evaluation.numbers import json_value
 from evaluation.result_schema import RESULT_SCHEMA_VERSION, StudyResult
 from evaluation.spec import build_spec
 from evaluation.stages.cohort import Cohort, StudyData, build_cohort, data_fingerprint
-from evaluation.stages.describe import synthetic_truth, trends
+from evaluation.stages.describe import planted_cells, synthetic_truth, trends
 from evaluation.stages.diagnose import diagnose
 from evaluation.stages.effects import effect_size, effects_block
 from evaluation.stages.estimate import (_estimate_entry, _event_rows, alternative_clusterings, headline_of,
@@ -35,6 +35,7 @@ from evaluation.stages.heterogeneity import heterogeneity
 from evaluation.stages.match import SMD_THRESHOLD, MatchedCohort, match_cohorts, pooled_balance, treated_lost
 from evaluation.stages.panel import analysis_panel
 from evaluation.stages.power import planned_power
+from evaluation.stages.pupils import planted_by_group, pupil_block, value_added_words
 from evaluation.study import Study
 
 
@@ -94,7 +95,7 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
                      "comparison_matched": int(((m.frame["treated"] == 0) & (m.weights > 0)).sum())}
                     for m in matched],
     }
-    outcome_spec = load_schema("school_years").column(study.outcome.name)
+    outcome_spec = load_schema("pupils" if data.pupils is not None else "school_years").column(study.outcome.name)
     result = {
         "schema_version": RESULT_SCHEMA_VERSION, "kind": "study",
         "study": {"id": study.id, "title": study.title, "question": study.question,
@@ -125,6 +126,16 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
         "power": power,
     }
+    if data.pupils is not None:  # a pupil-level study: who was measured, and the pupil groups
+        say("  pupil counts, the pupil-weighted TWFE and the pupil groups")
+        es = result["effect_size"]
+        planted = None
+        if result["synthetic_truth"] is not None:
+            planted = planted_by_group(study, data.pupils, panel,
+                                       planted_cells(study, data, cohort, panel, pupil_mix=False))
+        result["pupils"] = pupil_block(study, spec, data.pupils, panel, (es["pupil_sd"], es["pupil_sd_source"]),
+                                       planted)
+        result["outcome"].update(description=value_added_words(study), level="pupil")
     if study.heterogeneity is not None:  # only when asked: other studies' results keep their bytes
         say("  subgroup effects and the permutation test that they differ")
         result["heterogeneity"] = heterogeneity(study, spec, data, cohort, matched, panel)

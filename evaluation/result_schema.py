@@ -346,6 +346,40 @@ class Heterogeneity(_Open):
     characteristics: list[HeterogeneityCharacteristic]
 
 
+class PupilGroup(_Open):
+    group: Literal["disadvantaged", "other", "difference"]
+    label: str
+    n_schools: int | None
+    n_comparison: int | None
+    n_pupils: int | None
+    n_pupils_comparison: int | None
+    estimate: float | None
+    se: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p: float | None
+    g: float | None
+    planted: float | None
+    note: str | None
+
+
+class PupilBlock(_Open):
+    """A pupil-level study's pupils: the outcome and sample rule in words, pupil counts, the
+    pupil-weighted TWFE and the pupil groups (``evaluation.stages.pupils``)."""
+    level: Literal["pupil"]
+    key_stage: str
+    outcome: str
+    value_added: bool
+    outcome_words: str
+    sample: Literal["on_roll_before_joining", "all"]
+    sample_words: str
+    counts: dict[str, int | None]
+    pupil_sd: float | None
+    pupil_sd_source: str | None
+    pupil_weighted_twfe: dict | None
+    groups: list[PupilGroup] | None
+
+
 class StudyResult(_Open):
     """Everything a study run produced that the book and other tools rely on."""
 
@@ -372,6 +406,7 @@ class StudyResult(_Open):
     summary: Summary
     disclosure: Disclosure | None = None
     heterogeneity: Heterogeneity | None = None  # only when the study has [heterogeneity]
+    pupils: PupilBlock | None = None  # only for a pupil-level study ([outcome] level = "pupil")
 
 
 class SelfEvaluationSchool(_Open):

@@ -48,6 +48,7 @@ class EstimationSpec:
     unit: str = "urn"
     time: str = "year"
     cohort: str = "cohort"
+    level: str = "school"  # "pupil": school-year cells of pupils ([outcome] level)
 
     @property
     def cluster_column(self) -> str:
@@ -62,6 +63,12 @@ class EstimationSpec:
         return dict(y=self.y, unit=self.unit, time=self.time, cohort=self.cohort,
                     cluster=CLUSTER_COLUMNS[cluster or self.cluster], weights=self.weights_for(panel))
 
+    def cs_options(self) -> dict:
+        """Callaway & Sant'Anna options the design fixes: no group-time cell after the window's last
+        event time is computed (the study aggregates only up to it; a pupil-level study has no treated
+        observation there, and a school-level cohort may have none after its schools closed)."""
+        return {"max_e": self.window[1]}
+
     def with_(self, **changes) -> "EstimationSpec":
         return replace(self, **changes)
 
@@ -72,4 +79,4 @@ def build_spec(study: Study) -> EstimationSpec:
         study_id=study.id, outcome=study.outcome.name, window=tuple(study.outcome.window),
         estimators=tuple(study.estimators.use), primary=study.estimators.primary,
         cluster=study.inference.cluster, alpha=study.inference.alpha, seed=study.inference.seed,
-        control_group="never")
+        control_group="never", level=study.outcome.level)

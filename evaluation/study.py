@@ -30,6 +30,7 @@ CONTEXT_COVARIATES = ("fsm_pct", "eal_pct", "sen_pct", "pupils", "ofsted_grade")
 SCHOOL_COVARIATES = ("urban",)
 OUTCOME_COVARIATES = ("pre_level", "pre_trend", "pre_last", "pre_y1", "pre_y2", "pre_y3", "ofsted_last")
 COVARIATES = OUTCOME_COVARIATES + CONTEXT_COVARIATES + SCHOOL_COVARIATES
+PUPIL_OUTCOME_KEYS = ("level", "value_added", "sample", "pupil_groups")
 
 
 class _Strict(BaseModel):
@@ -94,10 +95,29 @@ class OutcomeSpec(_Strict):
     real school-level data give results in the outcome's own units only.
     """
 
+    level: Literal["school", "pupil"] = "school"  # first: the outcome's name is checked against its table
     name: str
     window: tuple[int, int] = (-4, 4)
     pupil_sd: float | None = Field(default=None, gt=0)
     pupil_sd_source: str | None = None
+    # pupil-level studies (``level = "pupil"``, ``evaluation.stages.pupils``): the outcome is a column of
+    # the pupils table; each school-year's outcome is its pupils' mean value added (``value_added``: the
+    # pupil's result minus the national mean of pupils with the same prior attainment that year); the
+    # ``on_roll_before_joining`` sample keeps, after joining, only pupils on the school's roll before it
+    # joined (a changed intake is not mistaken for an effect); ``pupil_groups`` adds results for
+    # disadvantaged pupils and the others.
+    value_added: bool = True
+    sample: Literal["on_roll_before_joining", "all"] = "on_roll_before_joining"
+    pupil_groups: tuple[Literal["disadvantaged"], ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _school_level_as_before(self, handler):
+        """A school-level outcome dumps (and hashes) exactly as before pupil-level studies existed."""
+        data = handler(self)
+        if isinstance(data, dict) and self.level == "school":
+            for key in PUPIL_OUTCOME_KEYS:
+                data.pop(key, None)
+        return data
 
     @model_validator(mode="after")
     def _sd_with_source(self):
@@ -108,11 +128,22 @@ class OutcomeSpec(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _outcome(cls, v):
-        outcomes = [c.name for c in load_schema("school_years").columns_with_role("outcome")]
+    def _outcome(cls, v, info):
+        table = "pupils" if info.data.get("level") == "pupil" else "school_years"
+        outcomes = [c.name for c in load_schema(table).columns_with_role("outcome")]
         if v not in outcomes:
-            raise ValueError(_unknown("outcome", v, outcomes))
+            raise ValueError(_unknown("outcome" if table == "school_years" else "pupil outcome", v, outcomes))
         return v
+
+    @model_validator(mode="after")
+    def _pupil_keys(self):
+        if self.level == "school":
+            set_keys = [k for k in PUPIL_OUTCOME_KEYS if k != "level" and k in self.model_fields_set]
+            if set_keys:
+                raise ValueError(f"{', '.join(set_keys)} apply only to pupil-level studies: add level = \"pupil\"")
+        elif self.pupil_sd is not None:
+            raise ValueError("a pupil-level study measures the pupil-level SD from the pupils table: remove pupil_sd")
+        return self
 
     @field_validator("window")
     @classmethod
@@ -305,6 +336,17 @@ class Study(_Strict):
                 "de Chaisemartin & D'Haultfoeuille's estimator allows for: estimators.use must be "
                 f"[\"chaisemartin_dhaultfoeuille\"] (and primary the same); {', '.join(others)} "
                 "assume that joining is for ever (use exposure = 'ever_joined' for them)")
+        if self.outcome.level == "pupil" and self.cohort.exposure == "in_partnership":
+            raise ValueError("a pupil-level study follows the pupils on roll when the school joined; "
+                             "cohort.exposure = 'in_partnership' is for school-level outcomes")
+        if self.outcome.level == "pupil" and self.outcome.sample == "on_roll_before_joining":
+            stage = load_schema("pupils").column(self.outcome.name).key_stage
+            most = {"KS4": 3, "KS2": 5}.get(stage)
+            if most is not None and self.outcome.window[1] > most:
+                raise ValueError(
+                    f"outcome.window ends at {self.outcome.window[1]}, but {stage} pupils can have been on roll before "
+                    f"joining only up to {most} years after it (Year 7 to 11 in a secondary school, Reception to "
+                    f"Year 6 in a primary): end the window at {most} or earlier, or use sample = \"all\"")
         if self.cohort.exposure != "moved" and self.cohort.settled_years:
             raise ValueError("cohort.settled_years applies only to exposure = 'moved'")
         if self.cohort.exposure == "moved" and set(self.comparison.exclude_types) & set(self.cohort.partnership_types):
@@ -314,7 +356,8 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _outcome_matches_phase(self):
-        stage = load_schema("school_years").column(self.outcome.name).key_stage
+        table = "pupils" if self.outcome.level == "pupil" else "school_years"
+        stage = load_schema(table).column(self.outcome.name).key_stage
         want = {"primary": "KS2", "secondary": "KS4"}[self.cohort.phase]
         if stage and stage != want:
             raise ValueError(f"outcome {self.outcome.name!r} is a {stage} measure but the cohort phase is "

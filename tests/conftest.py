@@ -49,7 +49,7 @@ def small_store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("small_store")
     store = Store(root / "impact.duckdb")
-    synthesize(store, seed=7, n_schools=3000, out_dir=root / "synthetic", progress=lambda m: None)
+    synthesize(store, seed=7, n_schools=3000, out_dir=root / "synthetic", progress=lambda m: None, pupils=True)
     return store
 
 
@@ -61,5 +61,5 @@ def national_store(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("national")
     store = Store(root / "impact.duckdb")
-    synthesize(store, seed=2024, out_dir=root / "synthetic", progress=lambda m: None)
+    synthesize(store, seed=2024, out_dir=root / "synthetic", progress=lambda m: None, pupils=True)
     return store

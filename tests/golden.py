@@ -69,7 +69,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "impact.duckdb")
-        synthesize(store, seed=7, n_schools=3000, out_dir=Path(tmp) / "synthetic", progress=lambda m: None)
+        synthesize(store, seed=7, n_schools=3000, out_dir=Path(tmp) / "synthetic", progress=lambda m: None,
+                   pupils=True)
         GOLDEN.mkdir(parents=True, exist_ok=True)
         for sid, result in example_results(store).items():
             (GOLDEN / f"{sid}.json").write_text(json.dumps(numbers(result), indent=0, sort_keys=True) + "\n")

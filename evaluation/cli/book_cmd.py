@@ -155,7 +155,8 @@ def _demo(args) -> int:
                                  column="--multiverse", value=args.multiverse))
     store = Store(args.store)
     say(f"[demo 1/3] synthesizing the national panel (seed {args.seed}) into {store.path}")
-    synthesize(store, seed=args.seed, n_schools=args.schools, progress=lambda m: say("  " + m))
+    pupils = any(s.outcome.level == "pupil" for s in studies)  # the pupil panel only when a study needs it
+    synthesize(store, seed=args.seed, n_schools=args.schools, progress=lambda m: say("  " + m), pupils=pupils)
     say(f"[demo 2/3] running {len(studies)} studies into {args.results}/")
     if args.multiverse == "none":
         chosen = []

@@ -775,7 +775,7 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
            control: str = "never", covariates=None, method: str = "dr",
            base_period: str = "varying", anticipation: int = 0, cluster: str | None = None,
            weights: str | None = None, alpha: float = 0.05, bootstrap: int = 0,
-           seed=None, allow_unbalanced: bool = True) -> GroupTimeResult:
+           seed=None, allow_unbalanced: bool = True, max_e: int | None = None) -> GroupTimeResult:
     """Group-time ATTs of Callaway & Sant'Anna (2021, eqs. 2.6-2.7), matching R ``did::att_gt``.
 
     ``cohort`` holds the first treated period (0 or NaN: never treated). ``control="notyet"``
@@ -784,6 +784,9 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
     the repeated-cross-section route of R did (no covariates); with ``allow_unbalanced=False``
     incomplete units are dropped. ``bootstrap`` > 0 replaces analytic SEs by multiplier-bootstrap
     SEs and the confidence intervals by simultaneous sup-t bands (CS 2021, Algorithm 1).
+    ``max_e``: post-treatment cells with t - g > max_e are not computed (a design with no treated
+    observation there, e.g. pupils on roll before joining; aggregations up to max_e are unchanged,
+    since each cell's estimate and influence function depend on its own 2x2 comparison only).
     """
     _check_options(control, method, base_period, alpha, bootstrap)
     p = _prepare(panel, y, unit, time, cohort, covariates, cluster, weights, allow_unbalanced)
@@ -797,6 +800,8 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
         notes.append("Unbalanced panel: ATT(g,t) use every observation present, through the "
                      "repeated-cross-section estimator (R did, allow_unbalanced_panel=TRUE).")
     cells = _gt_cells(p.periods, groups, base_period, anticipation)
+    if max_e is not None:
+        cells = [c for c in cells if p.periods[c[1]] - c[0] <= max_e]
     n, K = len(p.cohort), len(cells)
     if K == 0:
         raise InputError("no group-time cell to estimate")
@@ -851,6 +856,7 @@ def att_gt(panel: pd.DataFrame, *, y: str, unit: str, time: str, cohort: str,
         unit_cluster=p.cluster, alpha=alpha, _psi=infl,
         details={"control": control, "method": method, "base_period": base_period,
                  "anticipation": anticipation, "bootstrap": int(bootstrap), "seed": seed,
+                 **({} if max_e is None else {"max_e": int(max_e)}),
                  "balanced": balanced, "critical_value": crit,
                  "cohort_sizes": {float(g): int((p.cohort == g).sum()) for g in np.unique(p.cohort)}})
     result.details["pretest"] = pretest(result)

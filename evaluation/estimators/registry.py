@@ -47,7 +47,8 @@ def _imputation(panel, spec, cluster=None):
 def _callaway_santanna(panel, spec, cluster=None):
     """The simple ATT within the window (the headline), event-time rows from the dynamic aggregation."""
     lo, hi = spec.window
-    gt = att_gt(panel, control=spec.control_group, alpha=spec.alpha, **spec.estimator_kwargs(panel, cluster))
+    gt = att_gt(panel, control=spec.control_group, alpha=spec.alpha, **spec.cs_options(),
+                **spec.estimator_kwargs(panel, cluster))
     simple = aggte(gt, "simple", max_e=hi)
     dynamic = aggte(gt, "dynamic", min_e=lo, max_e=hi)
     simple = replace(simple, event_time=dynamic.event_time, group_time=gt.group_time,

@@ -256,7 +256,7 @@ def _cs_gt(panel, result, gt, columns):
                   weights=columns["weights"] if columns["weights"] in panel.columns else None,
                   control=d.get("control", "never"), method=d.get("method", "dr"),
                   base_period=d.get("base_period", "varying"),
-                  anticipation=d.get("anticipation", 0))
+                  anticipation=d.get("anticipation", 0), max_e=d.get("max_e"))
 
 
 def headline_interval(panel: pd.DataFrame, estimator: str, result, *, alpha: float = 0.05,

@@ -736,6 +736,84 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
     return "\n".join(out)
 
 
+BIASED_GROUPS = (" The study's checks point to bias, so each group's effect is in doubt: the difference stands "
+                 "only if the bias is the same for both groups.")
+PUPIL_COUNT_WORDS = {
+    "pupils_treated": "Pupil results at partnership schools (the window's school-years analysed)",
+    "pupils_comparison": "Pupil results at comparison schools",
+    "pupils_left_out_by_the_on_roll_rule": "Pupil results left out by the on-roll rule",
+    "pupils_without_prior_attainment": "Pupil results without prior attainment (no value added)",
+}
+
+
+def difference_sentence(diff: dict | None, alpha: float, units: str) -> str:
+    """Whether disadvantaged pupils gained more than the others, in words that follow the interval."""
+    if diff is None or diff.get("estimate") is None:
+        why = (diff or {}).get("note") or "not shown (disclosure control)"
+        return f"This study cannot compare disadvantaged and other pupils: {escape(_lower_first(why))}."
+    level = round(100 * (1 - alpha))
+    ci = f"{num(diff['ci_low'])} to {num(diff['ci_high'])}"
+    if diff["p"] is not None and diff["p"] < alpha:
+        more = "more" if diff["estimate"] > 0 else "less"
+        return (f"Disadvantaged pupils gained {more} than the other pupils: by {num(abs(diff['estimate']))} "
+                f"{escape(units)} ({level}% CI {ci}, {p_equals(diff['p'])}).")
+    return (f"The data do not show that disadvantaged pupils gained more or less than the others (difference "
+            f"{num(diff['estimate'])} {escape(units)}, {level}% CI {ci}, {p_equals(diff['p'])}); this is not proof "
+            "that they gained the same.")
+
+
+def _pupils_section(result: dict) -> str:
+    """A pupil-level study's pupils (result.json ``pupils``): what was measured on whom, the pupil-weighted
+    estimate beside the headline, and the results for disadvantaged pupils."""
+    pb = result.get("pupils")
+    if not pb:
+        return ""
+    units = unit_words(result)
+    alpha = result["study"]["definition"]["inference"]["alpha"]
+    level = round(100 * (1 - alpha))
+    out = ["## Pupils: who was measured", "",
+           f"This is a pupil-level study of {escape(pb['key_stage'])} results. Each school-year's outcome is "
+           f"{escape(_lower_first(result['outcome']['description']))}. The pupils counted are "
+           f"{escape(pb['sample_words'])}.", ""]
+    rows = [[escape(words), "suppressed" if pb["counts"].get(k) is None else count(pb["counts"][k])]
+            for k, words in PUPIL_COUNT_WORDS.items() if k in pb["counts"]]
+    out += [table(["Pupils", "Number"], rows, ["l", "r"]), ""]
+    if pb.get("pupil_sd_source"):
+        out += [f"Effect sizes divide by the {escape(pb['pupil_sd_source'])}.", ""]
+    tw = pb.get("pupil_weighted_twfe")
+    if tw and tw.get("estimate") is not None:
+        out += [f"**Every pupil counted once** (two-way fixed effects on the pupils, each weighted by its school's "
+                f"matching weight): {num(tw['estimate'])} {escape(units)} ({level}% CI {num(tw['ci_low'])} to "
+                f"{num(tw['ci_high'])}): {escape(_lower_first(tw['note']))}.", ""]
+    groups = pb.get("groups")
+    if groups:
+        planted = any(g.get("planted") is not None for g in groups)
+        rows = []
+        for g in groups:
+            row = [escape(g["label"][:1].upper() + g["label"][1:]), count(g["n_schools"]), count(g["n_pupils"])]
+            if g["estimate"] is None:
+                row += [escape(g.get("note") or "not shown"), "\u2014", "\u2014", "\u2014"]
+            else:
+                row += [num(g["estimate"]), f"{num(g['ci_low'])} to {num(g['ci_high'])}", pvalue(g["p"]),
+                        "\u2014" if g["g"] is None else num(g["g"])]
+            if planted:
+                row.append("\u2014" if g.get("planted") is None else num(g["planted"]))
+            rows.append(row)
+        diff = next((g for g in groups if g["group"] == "difference"), None)
+        biased = (result.get("verdict") or {}).get("answer") == "cannot_tell_bias"
+        heads = ["Pupils", "Partnership schools", "Pupil results", "Effect", f"{level}% CI", "p", "Effect size"]
+        if planted:
+            heads.append("Planted effect (synthetic data)")
+        out += ["### Disadvantaged pupils", "",
+                f"The primary estimator ({estimator_name(result['primary_estimator'])}) on the school-year means of "
+                "each group of pupils, and on the difference of the two means in the school-years that have both "
+                "groups (its interval is the difference's own, from the same schools).", "",
+                table(heads, rows, ["l"] + ["r"] * (len(heads) - 1)), "",
+                f"**In words.** {difference_sentence(diff, alpha, units)}"
+                + (BIASED_GROUPS if biased and diff and diff.get("p") is not None and diff["p"] < alpha else ""), ""]
+    return "\n".join(out)
+
+
 def _provenance_section(result: dict) -> str:
     p = result["provenance"]
     return "\n".join([
@@ -778,6 +856,7 @@ def write_chapter(result: dict, result_dir: Path, source: Path) -> Chapter:
         _event_section(result, rel),
         _estimates_section(result),
         _robustness_section(result),
+        _pupils_section(result),
         _heterogeneity_section(result, result_dir, fig_dir, rel),
         specification_curve_section(result, result_dir, fig_dir, rel),  # results/<id>.multiverse/, if any
         _provenance_section(result),

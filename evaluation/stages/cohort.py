@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.data.calendar import first_exposed_year, last_exposed_year
+from evaluation.data.pupil_cells import PupilCells
 from evaluation.data.store import fingerprint_tables
 from evaluation.errors import InputError, problem
 from evaluation.study import CONTEXT_COVARIATES, Study
@@ -56,6 +57,7 @@ class StudyData:
     truth_moves: pd.DataFrame | None = None  # synthetic panels only: the effect of moving trust vs staying
     school_attributes: pd.DataFrame | None = None  # urn, attribute, value: the user's (heterogeneity)
     fingerprint: str | None = None  # the store's data fingerprint (Store.fingerprint), when read from a store
+    pupils: PupilCells | None = None  # pupil-level studies: the pupils aggregated (evaluation.data.pupil_cells)
 
     @property
     def years(self) -> tuple[int, int]:

@@ -41,7 +41,8 @@ def synthetic_truth(study: Study, data: StudyData, cohort: Cohort, panel: pd.Dat
             "did_of_all_planted_effects": _did_of_planted(study, data, matched)}
 
 
-def planted_cells(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame) -> pd.DataFrame:
+def planted_cells(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame,
+                  pupil_mix: bool = True) -> pd.DataFrame:
     """The analysed partnership schools' school-years within the window (urn, year, e) with the
     effect the generator planted there through the studied membership (``effect``); for a study of
     moves (``exposure = "moved"``), the effect of having moved rather than stayed; for a switching
@@ -62,7 +63,24 @@ def planted_cells(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataF
     cells["e"] = cells["year"] - cells["cohort"]
     cells = cells[cells["e"].between(lo, hi)]
     cells["effect"] = [float(eff.get((u, y), 0.0)) for u, y in zip(cells["urn"], cells["year"])]
+    if pupil_mix and data.pupils is not None and data.pupils.truth is not None:  # the pupils in the sample: their mix of groups
+        cells["effect"] *= pupil_mix_factor(cells, panel, data.pupils.truth)
     return cells
+
+
+def pupil_mix_factor(cells: pd.DataFrame, panel: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+    """Per school-year, the planted effect on the mean of the pupils in the sample over the planted
+    effect on the school: the generator gives disadvantaged and other pupils effects in a fixed ratio
+    whose pupil-weighted mean over all the school's pupils is the school's effect (factors in ``truth``)."""
+    m = cells[["urn", "year"]].merge(panel[["urn", "year", "n_disadvantaged", "n_other"]], on=["urn", "year"],
+                                     how="left").merge(truth, on=["urn", "year"], how="left")
+    fd = m["factor_disadvantaged"].fillna(1.0).to_numpy()
+    fo = m["factor_other"].fillna(1.0).to_numpy()
+    nd = m["n_disadvantaged"].fillna(0).to_numpy()
+    no = m["n_other"].fillna(0).to_numpy()
+    total = nd + no
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (nd * fd + no * fo) / np.where(total > 0, total, 1), 1.0)
 
 
 def planted_overall(study: Study, data: StudyData, cohort: Cohort, panel: pd.DataFrame) -> float | None:

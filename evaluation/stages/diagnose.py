@@ -92,7 +92,7 @@ def honest_did_of_primary(spec: EstimationSpec, panel: pd.DataFrame, ests: dict[
     lo, hi = spec.window
     if spec.primary == "callaway_santanna":
         gt = att_gt(panel, control=spec.control_group, base_period="universal", alpha=spec.alpha,
-                    **spec.estimator_kwargs(panel))
+                    **spec.cs_options(), **spec.estimator_kwargs(panel))
         es = aggte(gt, "dynamic", min_e=lo, max_e=hi)
         source, unit_cluster = "callaway_santanna", gt.unit_cluster
         rows = es.event_time

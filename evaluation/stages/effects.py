@@ -8,6 +8,7 @@ from evaluation.data.synthetic import OUTCOMES
 from evaluation.effects import effect_size as effect_size_of, hedges_j, security_rating
 from evaluation.numbers import json_value
 from evaluation.stages.cohort import Cohort, StudyData
+from evaluation.stages.pupils import national_pupil_sd, value_added_words
 from evaluation.study import Study
 
 def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float | None, se: float | None) -> dict:
@@ -19,13 +20,18 @@ def effect_size(study: Study, data: StudyData, cohort: Cohort, estimate: float |
     phase_urns = data.schools.loc[data.schools["phase"] == study.cohort.phase, "urn"]
     values = sy.loc[(sy["year"] == year) & sy["urn"].isin(phase_urns), study.outcome.name].dropna()
     sd = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
-    if study.outcome.pupil_sd is not None:
+    if data.pupils is not None:  # a pupil-level study measures it from the pupils
+        lo, hi = study.outcome.window
+        pupil_sd, source = national_pupil_sd(data.pupils, range(min(cohort.cohorts) + lo, max(cohort.cohorts) + hi + 1))
+    elif study.outcome.pupil_sd is not None:
         pupil_sd, source = float(study.outcome.pupil_sd), (f"national pupil-level SD of {_words(study.outcome.name)} "
                                                            f"({study.outcome.pupil_sd:g}) stated in the study "
                                                            f"definition: {study.outcome.pupil_sd_source}")
     else:
         pupil_sd, source = pupil_level_sd(study.outcome.name, data)
-    return {"sd": sd, "sd_definition": f"between-school SD of {_words(study.outcome.name)} among {study.cohort.phase} "
+    what = (f"the school-year means of {value_added_words(study)}" if data.pupils is not None
+            else _words(study.outcome.name))
+    return {"sd": sd, "sd_definition": f"between-school SD of {what} among {study.cohort.phase} "
                                         f"schools in {year} (the year before the first cohort joined), "
                                         f"{len(values)} schools",
             "estimate_sd_units": None if estimate is None or not sd > 0 else estimate / sd,

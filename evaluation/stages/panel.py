@@ -8,6 +8,7 @@ import pandas as pd
 from evaluation.spec import CLUSTER_COLUMNS
 from evaluation.stages.cohort import Cohort, StudyData, studied_memberships
 from evaluation.stages.match import MatchedCohort
+from evaluation.stages.pupils import pupil_panel_rows, within_window
 from evaluation.study import Study
 
 def matched_sets(cohort: Cohort, matched: list[MatchedCohort]) -> dict[int, str]:
@@ -83,16 +84,21 @@ def analysis_panel(study: Study, data: StudyData, cohort: Cohort, matched: list[
     units["cluster_matched_set"] = units["urn"].map(matched_sets(cohort, matched)).fillna(
         units["cluster_partnership"])
     units["cluster"] = units[CLUSTER_COLUMNS[study.inference.cluster]]
-    sy = data.school_years
-    rows = sy.loc[sy["urn"].isin(units["urn"]) & sy["year"].between(first, last),
-                  ["urn", "year", study.outcome.name]].rename(columns={study.outcome.name: "y"})
-    rows = rows[rows["y"].notna()]
+    if data.pupils is not None:  # a pupil-level study: the pupils in the sample, by school-year
+        rows = pupil_panel_rows(study, data.pupils, units["urn"], first, last)
+    else:
+        sy = data.school_years
+        rows = sy.loc[sy["urn"].isin(units["urn"]) & sy["year"].between(first, last),
+                      ["urn", "year", study.outcome.name]].rename(columns={study.outcome.name: "y"})
+        rows = rows[rows["y"].notna()]
     if study.cohort.exposure == "in_partnership":
         rows = _every_year(rows, units["urn"], first, last)
     panel = rows.merge(units, on="urn", how="left")
     panel = panel.astype({"urn": "int64", "year": "int64", "y": "float64"})
     if study.cohort.exposure == "in_partnership":
         panel["treatment"] = in_partnership(study, data, cohort, panel)
+    if data.pupils is not None:
+        panel = within_window(study, panel)
     return panel.sort_values(["urn", "year"], kind="stable").reset_index(drop=True)
 
 
