@@ -126,6 +126,12 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
         "synthetic_truth": synthetic_truth(study, data, cohort, panel, matched),
         "power": power,
     }
+    if data.pupils is not None:
+        result["outcome"].update(description=value_added_words(study), level="pupil")
+    if study.heterogeneity is not None:  # only when asked: other studies' results keep their bytes
+        say("  subgroup effects and the permutation test that they differ")
+        result["heterogeneity"] = heterogeneity(study, spec, data, cohort, matched, panel)
+    result["effects"] = effects_block(result)
     if data.pupils is not None:  # a pupil-level study: who was measured, and the pupil groups
         say("  pupil counts, the pupil-weighted TWFE and the pupil groups")
         es = result["effect_size"]
@@ -134,12 +140,7 @@ def _run_study(study: Study, data: StudyData, say: Callable[[str], None], execut
             planted = planted_by_group(study, data.pupils, panel,
                                        planted_cells(study, data, cohort, panel, pupil_mix=False))
         result["pupils"] = pupil_block(study, spec, data.pupils, panel, (es["pupil_sd"], es["pupil_sd_source"]),
-                                       planted)
-        result["outcome"].update(description=value_added_words(study), level="pupil")
-    if study.heterogeneity is not None:  # only when asked: other studies' results keep their bytes
-        say("  subgroup effects and the permutation test that they differ")
-        result["heterogeneity"] = heterogeneity(study, spec, data, cohort, matched, panel)
-    result["effects"] = effects_block(result)
+                                       result["effects"].get("hedges_j"), planted)
     result["verdict"] = verdict(result).to_dict()
     result["summary"] = plain_summary(result)
     StudyResult.model_validate(result)  # the contract holds as the result is built, not only when read

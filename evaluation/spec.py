@@ -48,7 +48,6 @@ class EstimationSpec:
     unit: str = "urn"
     time: str = "year"
     cohort: str = "cohort"
-    level: str = "school"  # "pupil": school-year cells of pupils ([outcome] level)
 
     @property
     def cluster_column(self) -> str:
@@ -79,4 +78,4 @@ def build_spec(study: Study) -> EstimationSpec:
         study_id=study.id, outcome=study.outcome.name, window=tuple(study.outcome.window),
         estimators=tuple(study.estimators.use), primary=study.estimators.primary,
         cluster=study.inference.cluster, alpha=study.inference.alpha, seed=study.inference.seed,
-        control_group="never", level=study.outcome.level)
+        control_group="never")

@@ -341,12 +341,17 @@ class Study(_Strict):
                              "cohort.exposure = 'in_partnership' is for school-level outcomes")
         if self.outcome.level == "pupil" and self.outcome.sample == "on_roll_before_joining":
             stage = load_schema("pupils").column(self.outcome.name).key_stage
-            most = {"KS4": 3, "KS2": 5}.get(stage)
+            # KS4: Year 7 is 4 years before the results; KS2: Reception is 6 years before, but with value added
+            # the KS1 prior (Year 2, 4 years before) must be measured before joining too
+            most, why = {"KS4": (3, "Year 7 to 11 in a secondary school"),
+                         "KS2": ((3, "their KS1 results, the prior attainment of value added, come from Year 2, "
+                                     "4 years before KS2") if self.outcome.value_added else
+                                 (5, "Reception to Year 6 in a primary school"))}.get(stage, (None, ""))
             if most is not None and self.outcome.window[1] > most:
                 raise ValueError(
-                    f"outcome.window ends at {self.outcome.window[1]}, but {stage} pupils can have been on roll before "
-                    f"joining only up to {most} years after it (Year 7 to 11 in a secondary school, Reception to "
-                    f"Year 6 in a primary): end the window at {most} or earlier, or use sample = \"all\"")
+                    f"outcome.window ends at {self.outcome.window[1]}, but {stage} pupils can have been on roll (and "
+                    f"measured) before joining only up to {most} years after it ({why}): end the window at {most} or "
+                    f"earlier, or use sample = \"all\"")
         if self.cohort.exposure != "moved" and self.cohort.settled_years:
             raise ValueError("cohort.settled_years applies only to exposure = 'moved'")
         if self.cohort.exposure == "moved" and set(self.comparison.exclude_types) & set(self.cohort.partnership_types):

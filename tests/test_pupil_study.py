@@ -49,6 +49,36 @@ def test_window_longer_than_pupils_can_have_been_on_roll_is_refused():
     with pytest.raises(Exception, match="end the window at 3"):
         _study(window=[-4, 4])
     _study(window=[-4, 4], sample="all")  # every pupil: any window
+    ks2 = {**BASE["cohort"], "phase": "primary"}
+    with pytest.raises(Exception, match="KS1 results, the prior attainment of value added"):
+        Study.model_validate({**BASE, "cohort": ks2, "outcome": {**BASE["outcome"], "name": "ks2_reading_score",
+                                                                 "window": [-4, 4]}})
+    Study.model_validate({**BASE, "cohort": ks2, "outcome": {**BASE["outcome"], "name": "ks2_reading_score",
+                                                             "window": [-4, 5], "value_added": False}})
+
+
+def test_the_on_roll_rule_is_fixed_when_the_data_are_loaded():
+    """A placebo date or a shorter multiverse window refits with another window: the pupils counted
+    (the outcome) must stay the study's."""
+    from dataclasses import replace
+
+    from evaluation.stages.cohort import StudyData
+    from evaluation.stages.pupils import tenure_years, with_pupil_outcome
+
+    study = _study()
+    cells = pd.DataFrame({"urn": [1, 1], "year": [2018, 2018], "first_year_on_roll": [2014, 2016],
+                          "disadvantaged": [0, 0], "n": [5, 7], "sum_y": [50.0, 70], "n_va": [5, 7],
+                          "sum_va": [5.0, 70.0]})
+    data = StudyData(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                     pd.DataFrame({"urn": [1], "year": [2018], "fsm_pct": [10.0]}))
+    loaded = with_pupil_outcome(study, data, PupilCells("ks4_attainment8", "KS4", cells, pd.DataFrame()))
+    assert loaded.pupils.on_roll_years == 4
+    assert loaded.school_years["ks4_attainment8"].tolist() == [1.0]  # only the pupil on roll since 2014
+    placebo = Study.model_validate({**study.model_dump(mode="python"),
+                                    "outcome": {**study.outcome.model_dump(mode="python"), "window": [-3, 1]}})
+    assert tenure_years(placebo) == 2 and tenure_years(placebo, loaded.pupils) == 4
+    assert sample_cells(placebo, loaded.pupils, [1])["n"].sum() == 5
+    assert sample_cells(placebo, replace(loaded.pupils, on_roll_years=None), [1])["n"].sum() == 12
 
 
 def test_school_level_definitions_hash_as_before():
@@ -114,15 +144,19 @@ def test_cell_outcomes_weight_pupils():
     assert out["y_difference"] == -1 and out["n_pupils"] == 10
 
 
-def _result(n_dis=40, n_other=400, n_treated_pupils=445, n_schools=30, n_schools_dis=28):
-    g = dict(label="x", n_comparison=40, n_pupils_comparison=900, estimate=1.0, se=0.1, ci_low=0.8, ci_high=1.2,
+def _result(n_dis=40, n_other=400, n_treated_pupils=445, n_schools=30, n_schools_dis=28, c_dis=200, c_other=700):
+    g = dict(label="x", n_comparison=40, estimate=1.0, se=0.1, ci_low=0.8, ci_high=1.2,
              p=0.01, g=0.05, planted=None, note=None)
     return {"counts": {"treated_analysed": n_schools, "comparison_matched": 40},
-            "pupils": {"counts": {"pupils_treated": n_treated_pupils, "pupils_comparison": 900,
+            "pupils": {"counts": {"pupils_treated": n_treated_pupils, "pupils_comparison": c_dis + c_other,
                                   "pupils_left_out_by_the_on_roll_rule": 4, "pupils_without_prior_attainment": 0},
-                       "groups": [{**g, "group": "disadvantaged", "n_pupils": n_dis, "n_schools": n_schools_dis},
-                                  {**g, "group": "other", "n_pupils": n_other, "n_schools": n_schools},
-                                  {**g, "group": "difference", "n_pupils": n_dis + n_other, "n_schools": n_schools_dis}]}}
+                       "pupil_weighted_twfe": {"estimate": 1.0, "n_pupils": n_treated_pupils + c_dis + c_other},
+                       "groups": [{**g, "group": "disadvantaged", "n_pupils": n_dis, "n_schools": n_schools_dis,
+                                   "n_pupils_comparison": c_dis},
+                                  {**g, "group": "other", "n_pupils": n_other, "n_schools": n_schools,
+                                   "n_pupils_comparison": c_other},
+                                  {**g, "group": "difference", "n_pupils": n_dis + n_other, "n_schools": n_schools_dis,
+                                   "n_pupils_comparison": c_dis + c_other}]}}
 
 
 def test_disclosure_of_pupil_counts():
@@ -144,6 +178,13 @@ def test_disclosure_of_pupil_counts():
     by = {g["group"]: g for g in r["pupils"]["groups"]}
     assert by["disadvantaged"]["estimate"] is None and by["disadvantaged"]["n_pupils"] is None
     assert by["other"]["n_pupils"] is None  # secondary: the total less 'other' would give the 7
+    # the same on the comparison side: 7 disadvantaged comparison pupils of 900
+    r = _result(c_dis=7, c_other=893)
+    _pupils(r, policy, [])
+    by = {g["group"]: g for g in r["pupils"]["groups"]}
+    assert by["disadvantaged"]["n_pupils_comparison"] is None and by["other"]["n_pupils_comparison"] is None
+    assert by["disadvantaged"]["estimate"] is None  # it rests on 7 comparison pupils
+    assert r["pupils"]["counts"]["pupils_comparison"] == 900  # the total itself is safe
 
 
 def test_pupil_study_without_pupil_data_is_a_clear_error(tmp_path):
@@ -162,3 +203,19 @@ def test_pupil_study_without_pupil_data_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputError, match="impact data import pupils"):
         panels.load_study_data(FakeStore(tmp_path / "s.duckdb"), _study())
+
+
+def test_group_rows_share_their_school_years_so_the_difference_is_the_difference():
+    """Some school-years have no disadvantaged pupil: every group row uses the school-years with both
+    groups, so the published difference is exactly the difference of the published group effects."""
+    from evaluation.stages.pupils import group_estimates
+
+    panel = _cell_panel(seed=5)
+    gone = panel.sample(frac=0.15, random_state=1).index
+    panel.loc[gone, ["y_disadvantaged", "y_difference"]] = np.nan
+    panel.loc[gone, "n_disadvantaged"] = 0
+    rows = {g["group"]: g for g in group_estimates(_study(), build_spec(_study()), panel, 10.0, 0.99, None)}
+    d, o, diff = rows["disadvantaged"], rows["other"], rows["difference"]
+    assert abs(diff["estimate"] - (d["estimate"] - o["estimate"])) < 1e-12
+    assert d["n_schools"] == diff["n_schools"] and diff["g"] == pytest.approx(0.99 * diff["estimate"] / 10.0)
+    assert d["ci_low"] < d["estimate"] < d["ci_high"] and d["interval"]  # the headline's rule, named

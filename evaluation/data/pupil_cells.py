@@ -49,6 +49,7 @@ class PupilCells:
     national: pd.DataFrame
     truth: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    on_roll_years: int | None = None  # the study's on-roll rule, fixed at load (evaluation.stages.pupils)
 
 
 def dataset_glob(path: Path) -> str:

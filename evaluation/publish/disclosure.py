@@ -284,43 +284,58 @@ def _heterogeneity(r: dict, policy: DisclosurePolicy, suppressed: list) -> None:
                                     _fewer(policy), "the number of schools whose subgroup is unknown"))
 
 
+def _fewer_pupils(policy: DisclosurePolicy) -> str:
+    return f"fewer than {policy.threshold} pupils or schools (ONS SRS threshold)"
+
+
 def _pupils(r: dict, policy: DisclosurePolicy, suppressed: list) -> None:
     """A pupil-level study (``evaluation.stages.pupils``). Every pupil count below the threshold (not
-    zero) is suppressed. The groups' pupils at partnership schools (disadvantaged, other, and those
-    whose disadvantage is not known, which the total less the two would give) are cells of one set
-    whose total is published: primary and secondary suppression (``suppress_cells``); so are the
-    partnership schools with and without pupils of a group. A group's estimate is withheld when it
-    rests on fewer pupils or schools (partnership or comparison) than the threshold. The difference
-    row publishes no counts of its own (set against the groups' they would give the pupils of
-    school-years with one group only)."""
+    zero) is suppressed. On each side (partnership and comparison schools) the groups' pupils
+    (disadvantaged, other, and those whose disadvantage is not known, which the total less the two
+    would give) are cells of one set whose total is published: primary and secondary suppression
+    (``suppress_cells``), the total suppressed when the unknown cell is; the partnership schools with
+    and without pupils of a group likewise. A group's estimate is withheld when it rests on fewer
+    pupils or schools (partnership or comparison) than the threshold. The difference row publishes no
+    counts of its own (the groups' rows already give them: it uses the same school-years)."""
     pb = r["pupils"]
     for key, v in pb["counts"].items():
         if v is not None and policy.small(v):
             pb["counts"][key] = None
-            suppressed.append(_item("pupils", key, PRIMARY, _fewer(policy), f"the number of {key.replace('_', ' ')}"))
+            suppressed.append(_item("pupils", key, PRIMARY, _fewer_pupils(policy),
+                                    f"the number of {key.replace('_', ' ')}"))
     groups = pb.get("groups") or []
     by = {g["group"]: g for g in groups}
     too_few = {g["group"]: g["estimate"] is not None and any(
         n is not None and policy.small(n)
         for n in (g.get("n_pupils"), g.get("n_pupils_comparison"), g["n_schools"], g["n_comparison"]))
         for g in groups}
-    total = pb["counts"].get("pupils_treated")
-    if "disadvantaged" in by and "other" in by and total is not None:
-        cells = {"disadvantaged": by["disadvantaged"]["n_pupils"], "other": by["other"]["n_pupils"]}
-        cells["(unknown)"] = total - sum(cells.values())
+    for side, total_key, count_key, where in (("treated", "pupils_treated", "n_pupils", "partnership schools"),
+                                              ("comparison", "pupils_comparison", "n_pupils_comparison",
+                                               "comparison schools")):
+        total = pb["counts"].get(total_key)
+        if not ("disadvantaged" in by and "other" in by):
+            continue
+        cells = {"disadvantaged": by["disadvantaged"][count_key], "other": by["other"][count_key]}
+        if total is not None:
+            cells["(unknown)"] = total - sum(cells.values())
         sup = suppress_cells(cells, policy.threshold, total)
         for key in ("disadvantaged", "other"):
             if key in sup:
-                by[key]["n_pupils"] = None
-                suppressed.append(_item("pupils", f"{key}:n_pupils", sup.rows[key],
-                                        _fewer(policy) if sup.rows[key] == PRIMARY else
+                by[key][count_key] = None
+                suppressed.append(_item("pupils", f"{key}:{count_key}", sup.rows[key],
+                                        _fewer_pupils(policy) if sup.rows[key] == PRIMARY else
                                         "so that the suppressed group cannot be worked out from the total",
-                                        f"the number of {by[key]['label']} at partnership schools"))
-        if "(unknown)" in sup:
-            pb["counts"]["pupils_treated"] = None
-            suppressed.append(_item("pupils", "pupils_treated", sup.rows["(unknown)"], _fewer(policy),
-                                    "the number of pupils at partnership schools (it would give those whose "
-                                    "disadvantage is not known)"))
+                                        f"the number of {by[key]['label']} at {where}"))
+        if "(unknown)" in sup and total is not None:
+            pb["counts"][total_key] = None
+            suppressed.append(_item("pupils", total_key, sup.rows["(unknown)"], _fewer_pupils(policy),
+                                    f"the number of pupils at {where} (with the groups' numbers it would give "
+                                    "those whose disadvantage is not known)"))
+    if pb["counts"].get("pupils_treated") is None or pb["counts"].get("pupils_comparison") is None:
+        tw = pb.get("pupil_weighted_twfe") or {}
+        if tw.get("n_pupils") is not None:  # their sum, with the other total, would give the suppressed one
+            tw["n_pupils"] = None
+            tw["variance"] = "CR1 clustered (N in the small-sample factor: the pupils analysed; suppressed)"
     for g in groups:
         for key, all_key in (("n_schools", "treated_analysed"), ("n_comparison", "comparison_matched")):
             rest = r["counts"][all_key] - g[key] if g[key] is not None else 0
@@ -332,11 +347,9 @@ def _pupils(r: dict, policy: DisclosurePolicy, suppressed: list) -> None:
             g["n_pupils"] = g["n_pupils_comparison"] = None
         if too_few[g["group"]]:
             g.update(estimate=None, se=None, ci_low=None, ci_high=None, p=None, g=None,
-                     note=f"rests on fewer than {policy.threshold} pupils or schools: not shown")
-            suppressed.append(_item("pupils", f"{g['group']}:estimate", PRIMARY, _fewer(policy),
+                     note=f"rests on {_fewer_pupils(policy)}: not shown")
+            suppressed.append(_item("pupils", f"{g['group']}:estimate", PRIMARY, _fewer_pupils(policy),
                                     f"the effect on {g['label']}"))
-        if g["n_pupils_comparison"] is not None and policy.small(g["n_pupils_comparison"]):
-            g["n_pupils_comparison"] = None
 
 
 def _item(table: str, key, rule: str, reason: str, what: str) -> dict:

@@ -739,9 +739,9 @@ def _heterogeneity_section(result: dict, result_dir: Path, fig_dir: Path, rel: s
 BIASED_GROUPS = (" The study's checks point to bias, so each group's effect is in doubt: the difference stands "
                  "only if the bias is the same for both groups.")
 PUPIL_COUNT_WORDS = {
-    "pupils_treated": "Pupil results at partnership schools (the window's school-years analysed)",
+    "pupils_treated": "Pupil results at partnership schools (the school-years analysed)",
     "pupils_comparison": "Pupil results at comparison schools",
-    "pupils_left_out_by_the_on_roll_rule": "Pupil results left out by the on-roll rule",
+    "pupils_left_out_by_the_on_roll_rule": "Pupil results left out by the on-roll rule (or first year on roll not known)",
     "pupils_without_prior_attainment": "Pupil results without prior attainment (no value added)",
 }
 
@@ -782,7 +782,7 @@ def _pupils_section(result: dict) -> str:
         out += [f"Effect sizes divide by the {escape(pb['pupil_sd_source'])}.", ""]
     tw = pb.get("pupil_weighted_twfe")
     if tw and tw.get("estimate") is not None:
-        out += [f"**Every pupil counted once** (two-way fixed effects on the pupils, each weighted by its school's "
+        out += [f"**Weighted by pupils** (two-way fixed effects on the pupils, each weighted by its school's "
                 f"matching weight): {num(tw['estimate'])} {escape(units)} ({level}% CI {num(tw['ci_low'])} to "
                 f"{num(tw['ci_high'])}): {escape(_lower_first(tw['note']))}.", ""]
     groups = pb.get("groups")

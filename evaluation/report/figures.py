@@ -57,7 +57,7 @@ def outcome_label(result: dict, prefix: str = "") -> str:
     import textwrap
 
     name = result["outcome"]["name"]
-    col = _schema_column(name)
+    col = None if result["outcome"].get("level") == "pupil" else _schema_column(name)  # pupils: value added
     description = col.description if col is not None else result["outcome"].get("description") or name
     unit = (col.unit if col is not None else None) or result["outcome"].get("unit")
     unit = {"percent": "%", None: ""}.get(unit, unit)

@@ -8,26 +8,34 @@ diagnostics and verdict) on an outcome built from the pupils of each school-year
   year, ``evaluation.data.pupil_cells``), or their mean result;
 * **the sample** (``sample = "on_roll_before_joining"``, the default): pupils on the school's roll for
   at least ``window end + 1`` years before the year of their results (``first_year_on_roll <= year -
-  window end - 1``), in every school and year alike. In the post-joining years of the window
-  (``e = 0 .. window end``) every pupil kept at a partnership school was then on its roll before it
-  joined, so a change of intake is not mistaken for an effect; and since the rule does not depend
+  window end - 1``), in every school and year alike, fixed when the data are loaded
+  (``PupilCells.on_roll_years``: placebo dates and multiverse variants refit with other windows on
+  the same pupils). In the post-joining years of the window (``e = 0 .. window end``) every pupil
+  kept at a partnership school was then on its roll in an academic year before ``g`` (to the
+  academic year: a school joining between April and August has ``g`` two academic years on, and a
+  pupil arriving in the joining year after the joining date still counts), so a change of intake is
+  not mistaken for an effect; and since the rule does not depend
   on the joining year, comparison schools and pre-joining years are held to the same rule (a rule
   "on roll before g" for partnership schools only would compare stayers with all pupils, and one
   tied to each comparison school's cohort would change a school's outcome with the cohort it is
   compared with). Partnership schools' years after the window are left out (their long-stayers
   arrived after joining); pupils whose first year on roll is unknown are left out and counted. In
   a secondary school (Year 7 to 11) pupils can be on roll at most 4 years before their KS4 results,
-  so the window ends at 3 at most; in a primary school (Reception to Year 6), at 5;
+  so the window ends at 3 at most; in a primary school (Reception to Year 6) at 5, or at 3 with
+  value added (the KS1 prior comes from Year 2, which must precede joining too);
 * **the estimand** is that of the school-level studies: the average over partnership schools of the
   effect on their pupils' mean (each school counts once, with its matching weight), estimated on
-  school-year cells. Callaway & Sant'Anna's panel estimator on school-year cells is the "cells"
-  route the issue allows (R ``did`` with ``panel = FALSE`` on pupils would weight schools by their
+  school-year cells. Callaway & Sant'Anna on school-year cells (the panel has no partnership
+  school-year after the window, so it takes R ``did``'s unbalanced-panel route, clustered, with
+  the same point estimates as the panel route wherever every unit of a comparison is present) is
+  the "cells" route (R ``did`` with ``panel = FALSE`` on pupils would weight schools by their
   numbers of pupils instead). The pupil-weighted average is reported beside it
   (:func:`pupil_weighted_twfe`): TWFE on the pupils themselves;
 * **groups** (``pupil_groups = ["disadvantaged"]``): the primary estimator on the cells of
-  disadvantaged pupils, of the other pupils, and on the difference of the two means in the
-  school-years that have both (the estimators are linear in the outcome, so the last is the
-  difference of the effects with its own standard error);
+  disadvantaged pupils, of the other pupils, and on the difference of the two means, all on the
+  school-years that have pupils of both groups, each with the headline's interval rule
+  (``stages.estimate.headline_of``). The estimators are linear in the outcome, so on a common
+  sample the difference row is exactly the difference of the other two, with its own interval;
 * **effect sizes** divide by the national pupil-level SD of the outcome (pooled within years over
   the years the cohorts' windows span), as the EEF's do.
 """
@@ -41,10 +49,12 @@ import numpy as np
 import pandas as pd
 
 from evaluation.data.pupil_cells import PRIOR_BAND, PupilCells
+from evaluation.errors import InputError
 from evaluation.data.schema import description_words, load_schema, sentence_case
 from evaluation.estimators import registry
 from evaluation.estimators.fixed_effects import feols
 from evaluation.spec import EstimationSpec
+from evaluation.stages.estimate import headline_of
 from evaluation.study import Study
 
 GROUPS = {"disadvantaged": "disadvantaged pupils", "other": "other pupils",
@@ -66,10 +76,13 @@ def sample_outcome(study: Study, pc: PupilCells) -> pd.DataFrame:
                          "y": (agg["total"] / agg["n"]).to_numpy()})
 
 
-def tenure_years(study: Study) -> int:
-    """Years on the school's roll a pupil needs to be in the on-roll sample: the window's last
-    event time plus one, so that in every post-joining year of the window the pupils kept were on
-    roll before the school joined."""
+def tenure_years(study: Study, pc: PupilCells | None = None) -> int:
+    """Years on the school's roll a pupil needs to be in the on-roll sample: the study's window end
+    plus one, so that in every post-joining year of the window the pupils kept were on roll before
+    the school joined. Fixed when the data are loaded (``pc.on_roll_years``): a placebo date or a
+    multiverse variant with a shorter window keeps the study's sample (the same outcome)."""
+    if pc is not None and pc.on_roll_years is not None:
+        return pc.on_roll_years
     return study.outcome.window[1] + 1
 
 
@@ -83,7 +96,7 @@ def sample_cells(study: Study, pc: PupilCells, urns) -> pd.DataFrame:
     c = pc.cells[pc.cells["urn"].isin(urns)]
     if study.outcome.sample == "on_roll_before_joining":
         fy = c["first_year_on_roll"].to_numpy()
-        keep = (fy >= 0) & (fy <= c["year"].to_numpy() - tenure_years(study))
+        keep = (fy >= 0) & (fy <= c["year"].to_numpy() - tenure_years(study, pc))
     else:
         keep = np.ones(len(c), dtype=bool)
     c = pd.DataFrame({"urn": c["urn"].to_numpy(), "year": c["year"].to_numpy(),
@@ -161,20 +174,25 @@ def sample_words(study: Study) -> str:
     if study.outcome.sample == "all":
         return "every pupil with a result in each school-year"
     k = tenure_years(study)
-    return (f"pupils who first came onto the school's roll at least {k} academic years before the year of their "
-            f"results, in every school and year alike: in the {k} years from joining (the window) every pupil counted at a partnership "
-            "school was on its roll before it joined, so a change of intake is not taken for an effect, and "
-            "comparison schools' pupils are chosen by the same rule; later years are left out")
+    return (f"pupils first on the school's roll at least {k} academic years before the year of their results, in "
+            f"every school and year alike: in the {k} years from joining (the window) every pupil counted at a "
+            "partnership school was on its roll in an academic year before its first year of results after joining, "
+            "so a change of intake is not taken for an effect, and comparison schools' pupils are chosen by the same "
+            "rule; later years are left out. Pupils must still be on roll when they sit the tests, so a change in "
+            "who leaves after joining (moves, exclusions) can still change the sample; schools with no intake year "
+            "of their own (junior, middle, upper and studio schools, and new schools) have no pupils in it")
 
 
 def group_estimates(study: Study, spec: EstimationSpec, panel: pd.DataFrame, pupil_sd: float | None,
-                    planted: dict | None) -> list[dict]:
-    """The primary estimator on each group's cells (see the module docstring)."""
+                    hedges_j: float | None, planted: dict | None) -> list[dict]:
+    """The primary estimator on each group's cells (see the module docstring), on the school-years
+    that have pupils of both groups, so the difference row is exactly the difference of the other two;
+    each with the headline's interval (``headline_of``: the calibrated rule for this design)."""
+    both = panel[panel["y_disadvantaged"].notna() & panel["y_other"].notna()].reset_index(drop=True)
+    treated = both["cohort"] > 0
     out = []
     for key, words in GROUPS.items():
-        col = f"y_{key}"
-        sub = panel.assign(y=panel[col]).loc[panel[col].notna()].reset_index(drop=True)
-        treated = sub["cohort"] > 0
+        sub = both.assign(y=both[f"y_{key}"])
         n_col = {"disadvantaged": ["n_disadvantaged"], "other": ["n_other"],
                  "difference": ["n_disadvantaged", "n_other"]}[key]
         row = {"group": key, "label": words, "n_schools": int(sub.loc[treated, "urn"].nunique()),
@@ -185,18 +203,18 @@ def group_estimates(study: Study, spec: EstimationSpec, panel: pd.DataFrame, pup
                "planted": None if planted is None else planted.get(key), "note": None}
         try:
             res = registry.fit(spec.primary, sub, spec)
-            ov = res.overall
-        except Exception as err:  # noqa: BLE001 - a group the design cannot support: say why
-            row["note"] = f"not estimable: {err}"
+            head = headline_of(spec, sub, res) if res.overall is not None else None
+        except InputError as err:  # a group the design cannot support: say why
+            row["note"] = f"not estimable: {err.render()}"
             out.append(row)
             continue
-        if ov is None or not np.isfinite(ov.se):
+        if head is None or not np.isfinite(head["se"]):
             row["note"] = "not estimable on this group's school-years"
         else:
-            row.update(estimate=float(ov.estimate), se=float(ov.se), ci_low=float(ov.ci_low),
-                       ci_high=float(ov.ci_high), p=float(ov.p_value))
+            row.update(estimate=float(head["estimate"]), se=float(head["se"]), ci_low=float(head["ci_low"]),
+                       ci_high=float(head["ci_high"]), p=float(head["p"]), interval=head["method"])
             if pupil_sd:
-                row["g"] = float(ov.estimate) / pupil_sd
+                row["g"] = (hedges_j or 1.0) * float(head["estimate"]) / pupil_sd
         out.append(row)
     return out
 
@@ -213,9 +231,15 @@ def pupil_weighted_twfe(spec: EstimationSpec, panel: pd.DataFrame) -> dict:
     frame = pd.DataFrame({"y": d["y"].to_numpy(), "treat": treat.to_numpy(), "urn": d["urn"].to_numpy(),
                           "year": d["year"].to_numpy(), "w": (d["weight"] * d["n_pupils"]).to_numpy(),
                           "cluster": d[spec.cluster_column].to_numpy()})
-    res = feols(frame, "y ~ treat | urn + year", weights="w", cluster="cluster")
+    try:
+        res = feols(frame, "y ~ treat | urn + year", weights="w", cluster="cluster")
+    except InputError as err:  # e.g. one cluster: say why instead of stopping the study
+        return {"estimate": None, "note": f"not estimable: {err.render()}"}
+    if "treat" not in res.params.index:
+        return {"estimate": None, "note": "not estimable: being in a partnership is collinear with the fixed effects"}
     n_pupils = int(d["n_pupils"].sum())
-    # cell regression -> pupil rows: the same RSS and scores; only N in (N-1)/(N-K) changes
+    # cell regression -> pupil rows: the same bread and cluster scores (within-cell deviations sum to zero
+    # in every score); only N in (N-1)/(N-K) changes
     K = res.dof_K
     n_cells = res.n_obs
     G = res.variance.n_clusters
@@ -228,35 +252,34 @@ def pupil_weighted_twfe(spec: EstimationSpec, panel: pd.DataFrame) -> dict:
             "p": float(2 * stats.t.sf(abs(est / se), G - 1)), "n_pupils": n_pupils, "n_clusters": int(G),
             "variance": f"CR1 clustered by {spec.cluster}: G/(G-1) * (N-1)/(N-K) with N = {n_pupils:,} pupils, "
                         f"K = {K}; t with G-1 = {G - 1} df",
-            "note": "large schools count more than in the headline, which counts every partnership school once; "
-                    "two-way fixed effects assume the effect does not change with time since joining"}
+            "note": "each pupil weighted by the matching weight of its school, so large schools count more than in the "
+                    "headline, which counts every partnership school once; two-way fixed effects assume the effect does "
+                    "not change with time since joining"}
 
 
 def planted_by_group(study: Study, pc: PupilCells, panel: pd.DataFrame, school_planted: pd.DataFrame
                      ) -> dict | None:
     """The planted effect on each group's mean (synthetic data), averaged as the "simple"
-    aggregation averages: over the analysed partnership schools' post-joining school-years.
+    aggregation averages: over the analysed partnership schools' post-joining school-years that have
+    pupils of both groups (the school-years the groups are estimated on).
 
-    school_planted: urn, year, effect (the studied membership's effect on the school, from
-    ``describe.planted_cells``). The generator splits it between disadvantaged and other pupils by
-    factors whose pupil-weighted mean is 1 (``pc.truth``)."""
+    school_planted: urn, year, e, effect (the studied membership's effect on the school, from
+    ``describe.planted_cells`` without the pupil mix). The generator splits it between disadvantaged
+    and other pupils by factors whose pupil-weighted mean is 1 (``pc.truth``)."""
     if pc.truth is None or school_planted is None or school_planted.empty:
         return None
     post = school_planted[school_planted["e"] >= 0].merge(
         panel[["urn", "year", "n_disadvantaged", "n_other"]], on=["urn", "year"])
-    post = post.merge(pc.truth, on=["urn", "year"], how="left")
-    fd = post["factor_disadvantaged"].fillna(1.0)
-    fo = post["factor_other"].fillna(1.0)
-    d = post["effect"] * fd
-    o = post["effect"] * fo
-    both = (post["n_disadvantaged"] > 0) & (post["n_other"] > 0)
-    return {"disadvantaged": float(d[post["n_disadvantaged"] > 0].mean()),
-            "other": float(o[post["n_other"] > 0].mean()),
-            "difference": float((d - o)[both].mean())}
+    post = post[(post["n_disadvantaged"] > 0) & (post["n_other"] > 0)].merge(pc.truth, on=["urn", "year"], how="left")
+    if post.empty:
+        return None
+    d = post["effect"] * post["factor_disadvantaged"].fillna(1.0)
+    o = post["effect"] * post["factor_other"].fillna(1.0)
+    return {"disadvantaged": float(d.mean()), "other": float(o.mean()), "difference": float((d - o).mean())}
 
 
 def pupil_block(study: Study, spec: EstimationSpec, pc: PupilCells, panel: pd.DataFrame,
-                pupil_sd: tuple[float | None, str | None], planted: dict | None) -> dict:
+                pupil_sd: tuple[float | None, str | None], hedges_j: float | None, planted: dict | None) -> dict:
     """The result.json ``pupils`` block: what was measured on which pupils, and the group results."""
     treated = panel["cohort"] > 0
     sd, sd_source = pupil_sd
@@ -273,13 +296,14 @@ def pupil_block(study: Study, spec: EstimationSpec, pc: PupilCells, panel: pd.Da
         "groups": None,
     }
     if study.outcome.pupil_groups:
-        block["groups"] = group_estimates(study, spec, panel, sd, planted)
+        block["groups"] = group_estimates(study, spec, panel, sd, hedges_j, planted)
     return block
 
 
 def with_pupil_outcome(study: Study, data, pc: PupilCells):
     """The study's data with the school-year outcome made from the pupils in the sample (matching and
     the trends use it) and the pupil cells attached for the analysis panel."""
+    pc = replace(pc, on_roll_years=tenure_years(study))
     y = sample_outcome(study, pc).rename(columns={"y": study.outcome.name})
     sy = data.school_years.drop(columns=[study.outcome.name], errors="ignore").merge(
         y, on=["urn", "year"], how="left")
