@@ -655,3 +655,14 @@ def test_demo_book_reads_in_words(tmp_path):
             hits += [(str(page.relative_to(html)), what, text[max(m.start() - 60, 0):m.end() + 60])
                      for m in pattern.finditer(text)]
     assert hits == [], "\n".join(map(str, hits))
+
+
+def test_trends_figure_when_disclosure_control_withholds_every_year(tmp_path):
+    """A study whose every trend row is withheld (a small panel: every year draws on a withheld cohort)
+    still gets its figure and a sentence instead of an internal error."""
+    from evaluation.report.chapter import _trends_section
+    from evaluation.report.figures import trends_plot
+
+    result = {"trends": [], "study": {"id": "x"}, "outcome": {"name": "ks4_attainment8", "window": [-4, 3]}}
+    assert trends_plot(result, tmp_path / "t.png").stat().st_size > 0
+    assert "No year can be shown" in _trends_section(result, "x")

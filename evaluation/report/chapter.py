@@ -372,6 +372,9 @@ def _trends_section(result: dict, rel: str) -> str:
         "matched comparison schools by year relative to joining (comparison schools aligned on the joining "
         "year of the partnership schools they were matched to, weighted by the matching weights).", "",
         _figure(f"{rel}/{sid}-trends.png", f"{sid}-trends", "Outcome trends, partnership vs matched comparison schools."),
+        *([] if result["trends"] else
+          ["", "No year can be shown: each rests on fewer schools than the disclosure threshold, or on some but "
+               "not all of the cohorts withheld (see the disclosure section).", ""]),
     ])
 
 

@@ -73,8 +73,15 @@ def _save(fig, path: Path) -> Path:
 
 def trends_plot(result: dict, path: Path) -> Path:
     """Mean outcome by year relative to joining: partnership vs matched comparison schools."""
-    rows = pd.DataFrame(result["trends"])
+    rows = pd.DataFrame(result["trends"], columns=["group", "e", "mean", "n_schools"])
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    if rows.empty:  # every year withheld by disclosure control
+        ax.text(0.5, 0.5, "Not shown: every year rests on too few schools\n(disclosure control)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("Outcome trends")
+        return _save(fig, path)
     for group in ("partnership", "comparison"):
         d = rows[rows["group"] == group]
         ax.plot(d["e"], d["mean"], marker="o", color=COLOURS[group],
