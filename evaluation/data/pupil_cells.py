@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from evaluation.data.pupils import dataset_scan
 from evaluation.data.schema import load_schema
 
 #: Width of the prior-attainment bands whose national mean is a pupil's expected result.
@@ -52,15 +53,11 @@ class PupilCells:
     on_roll_years: int | None = None  # the study's on-roll rule, fixed at load (evaluation.stages.pupils)
 
 
-def dataset_glob(path: Path) -> str:
-    return str(Path(path) / "**" / "*.parquet")
-
-
 def aggregate_pupils(dataset: Path, outcome: str, *, truth: pd.DataFrame | None = None) -> PupilCells:
     """Aggregate the pupils dataset at ``dataset`` (a hive-partitioned Parquet directory) for
     ``outcome`` (a pupils-table outcome column): see the module docstring."""
     key_stage = load_schema("pupils").column(outcome).key_stage
-    src = f"read_parquet('{dataset_glob(dataset)}', hive_partitioning = true, union_by_name = true)"
+    src = dataset_scan(dataset)
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")  # one thread: a fixed summation order, the same bits every run

@@ -130,7 +130,8 @@ def _ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
-def _dataset_scan(dataset: Path) -> str:
+def dataset_scan(dataset: Path) -> str:
+    """The DuckDB table function reading every Parquet file of the dataset, partitions as columns."""
     files = ", ".join(_sql_str(p) for p in _dataset_files(dataset))
     return (f"read_parquet([{files}], hive_partitioning=true, "
             "hive_types={'key_stage': VARCHAR, 'year': BIGINT})")
@@ -169,7 +170,7 @@ def read_pupils(store_path, columns: Iterable[str] | None = None, *, key_stage: 
             con.register("__urns", pd.DataFrame({"urn": pd.Series([int(u) for u in urns], dtype="int64")}))
             where.append("urn IN (SELECT urn FROM __urns)")
         cols = ", ".join(_ident(c) for c in wanted)
-        sql = (f"SELECT {cols} FROM {_dataset_scan(dataset)}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql = (f"SELECT {cols} FROM {dataset_scan(dataset)}" + (f" WHERE {' AND '.join(where)}" if where else "")
                + " ORDER BY key_stage, \"year\", pupil_id")
         relation = con.sql(sql, params=params)
         table = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
@@ -187,7 +188,7 @@ def pupil_counts(store_path=None) -> pd.DataFrame:
         return empty
     con = _connect()
     try:
-        frame = con.execute(f"SELECT key_stage, \"year\", count(*) AS rows FROM {_dataset_scan(dataset)} "
+        frame = con.execute(f"SELECT key_stage, \"year\", count(*) AS rows FROM {dataset_scan(dataset)} "
                             "GROUP BY ALL ORDER BY ALL").fetchdf()
     finally:
         con.close()
@@ -668,7 +669,7 @@ class _Checker:
         keys = ", ".join(_ident(k) for k in self.key)
         self.con.execute(f"CREATE TEMP TABLE stored_dups AS SELECT s.__file, s.__row, "
                          f"{', '.join('s.' + _ident(k) for k in self.key)} FROM staged s SEMI JOIN "
-                         f"(SELECT {keys} FROM {_dataset_scan(dataset)}) o USING ({keys})")
+                         f"(SELECT {keys} FROM {dataset_scan(dataset)}) o USING ({keys})")
         n = self.con.execute("SELECT count(*) FROM stored_dups").fetchall()[0][0]
         if n:
             self.total += n
@@ -949,7 +950,7 @@ def partition_dependents(store_path, urns: Iterable[int]) -> list[int]:
     con = _connect()
     try:
         con.register("__urns", pd.DataFrame({"urn": pd.Series([int(u) for u in urns], dtype="int64")}))
-        rows = con.execute(f"SELECT DISTINCT urn FROM {_dataset_scan(dataset)} WHERE urn NOT IN "
+        rows = con.execute(f"SELECT DISTINCT urn FROM {dataset_scan(dataset)} WHERE urn NOT IN "
                            "(SELECT urn FROM __urns) ORDER BY urn").fetchall()
     finally:
         con.close()

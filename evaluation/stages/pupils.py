@@ -154,16 +154,21 @@ def national_pupil_sd(pc: PupilCells, years: range) -> tuple[float | None, str |
     var = float(np.average(nat["sd"] ** 2, weights=nat["n"] - 1))
     y0, y1 = int(nat["year"].min()), int(nat["year"].max())
     span = str(y0) if y0 == y1 else f"{y0}-{y1}"
-    words = sentence_case(re.sub(r"^Pupil's ", "pupils' ", description_words(load_schema("pupils").column(pc.outcome).description)))
+    words = pupil_outcome_words(pc.outcome)
     return float(np.sqrt(var)), (f"national pupil-level SD of {words} ({np.sqrt(var):.3g}), "
                                  f"pooled within years over {span} from {int(nat['n'].sum()):,} pupil results "
                                  "in the pupils table")
 
 
+def pupil_outcome_words(outcome: str) -> str:
+    """A pupils-table outcome in words mid-sentence ("pupils' Attainment 8 score")."""
+    desc = description_words(load_schema("pupils").column(outcome).description)
+    return sentence_case(re.sub(r"^Pupil's ", "pupils' ", desc))
+
+
 def value_added_words(study: Study) -> str:
     """The school-year outcome in words, first clause a name ('Value added in pupils' Attainment 8 score')."""
-    desc = description_words(load_schema("pupils").column(study.outcome.name).description)
-    desc = sentence_case(re.sub(r"^Pupil's ", "pupils' ", desc))
+    desc = pupil_outcome_words(study.outcome.name)
     if not study.outcome.value_added:
         return f"Mean of {desc}: over the pupils in the sample"
     return (f"Value added in {desc}: each pupil's result minus the national mean that year of pupils with the same "
